@@ -1,0 +1,1 @@
+"""One module per ``ami-daemon`` subcommand: ``HELP``, ``add_arguments``, ``run``."""

@@ -1,0 +1,1 @@
+"""The CRM in PostgreSQL: schema migrations, the phone lookup, imports, writes."""

@@ -1,0 +1,34 @@
+"""Connecting to PostgreSQL, with one error type a person can act on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from ami_daemon.errors import UserError
+
+
+class DatabaseUnavailable(UserError):
+    """PostgreSQL could not be reached or refused us; the message says which DSN."""
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else dsn
+
+
+async def connect(dsn: str, timeout: float = 5.0, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, or DatabaseUnavailable naming the DSN and the reason."""
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout, **kwargs)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+            asyncpg.InterfaceError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}") from None
