@@ -167,8 +167,10 @@ class Config:
             return self.ami.secret_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                [f"{self.source}: ami.secret_file: cannot read {self.ami.secret_file}: "
-                 f"{exc.strerror}"]
+                [
+                    f"{self.source}: ami.secret_file: cannot read {self.ami.secret_file}: "
+                    f"{exc.strerror}"
+                ]
             ) from None
 
 
@@ -251,8 +253,14 @@ def _kind(value: Any) -> str:
 
 
 def _names(kinds: tuple[type, ...]) -> str:
-    words = {str: "text", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a mapping"}
+    words = {
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a mapping",
+    }
     return " or ".join(words.get(k, k.__name__) for k in kinds)
 
 
@@ -323,13 +331,15 @@ def _read_pbx(r: _Reader, data: Mapping[str, Any]) -> PbxConfig:
     raw_peers = section.get("peer_extensions")
     if raw_peers is not None:
         if not isinstance(raw_peers, Mapping):
-            r.problem("pbx.peer_extensions", f"must be a mapping peer: extension, got "
-                      f"{_kind(raw_peers)}")
+            r.problem(
+                "pbx.peer_extensions", f"must be a mapping peer: extension, got {_kind(raw_peers)}"
+            )
         else:
             for peer, ext in raw_peers.items():
                 if not isinstance(ext, (str, int)) or isinstance(ext, bool):
-                    r.problem(f"pbx.peer_extensions.{peer}", f"must be an extension, got "
-                              f"{_kind(ext)}")
+                    r.problem(
+                        f"pbx.peer_extensions.{peer}", f"must be an extension, got {_kind(ext)}"
+                    )
                     continue
                 peers[str(peer)] = str(ext)
     prefix = r.get(section, "pbx", "outside_prefix", (str, int), d.outside_prefix)
@@ -377,8 +387,9 @@ def _read_database(r: _Reader, data: Mapping[str, Any], env: Mapping[str, str]) 
         dsn=dsn,
         pool_min=pool_min,
         pool_max=pool_max,
-        connect_timeout=r.get(s, "database", "connect_timeout", float, d.connect_timeout,
-                              _positive),
+        connect_timeout=r.get(
+            s, "database", "connect_timeout", float, d.connect_timeout, _positive
+        ),
     )
 
 
@@ -390,8 +401,9 @@ def _read_agi(r: _Reader, data: Mapping[str, Any]) -> AgiConfig:
     raw = s.get("allowed_peers")
     if raw is not None:
         if not isinstance(raw, list):
-            r.problem("agi.allowed_peers", f"must be a list of addresses or networks, got "
-                      f"{_kind(raw)}")
+            r.problem(
+                "agi.allowed_peers", f"must be a list of addresses or networks, got {_kind(raw)}"
+            )
         else:
             good = []
             for i, item in enumerate(raw):
@@ -422,8 +434,9 @@ def _read_simple_sections(
     s = r.section(data, "logging")
     r.unknown(s, "logging", {"level", "format"})
     logging_cfg = LoggingConfig(
-        level=r.get(s, "logging", "level", str, "INFO",
-                    _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+        level=r.get(
+            s, "logging", "level", str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")
+        ),
         format=r.get(s, "logging", "format", str, "text", _one_of("text", "json")),
     )
     s = r.section(data, "metrics")
@@ -467,8 +480,9 @@ def parse(data: Any, where: str, base: Path, env: Mapping[str, str]) -> Config:
     return Config(pbx, ami, database, agi, rules, logging_cfg, metrics, spool, None)
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None,
-                     env: Mapping[str, str] | None = None) -> Path | None:
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Path | None:
     """The file DESIGN's lookup order picks, or None to run on defaults."""
     env = os.environ if env is None else env
     if explicit:
@@ -481,8 +495,9 @@ def find_config_file(explicit: str | os.PathLike[str] | None,
     return None
 
 
-def load(explicit: str | os.PathLike[str] | None = None,
-         env: Mapping[str, str] | None = None) -> Config:
+def load(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Find, read and validate the config; raise ConfigError naming file and key."""
     env = os.environ if env is None else env
     path = find_config_file(explicit, env)
@@ -503,5 +518,14 @@ def load(explicit: str | os.PathLike[str] | None = None,
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: {line}invalid YAML: {problem}"]) from None
     config = parse(data, str(path), path.resolve().parent, env)
-    return Config(config.pbx, config.ami, config.database, config.agi, config.rules,
-                  config.logging, config.metrics, config.spool, path)
+    return Config(
+        config.pbx,
+        config.ami,
+        config.database,
+        config.agi,
+        config.rules,
+        config.logging,
+        config.metrics,
+        config.spool,
+        path,
+    )

@@ -11,16 +11,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from ami_daemon.crm import embedded, migrate
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-TRACES = SHARED / "traces"
 
 
 def _with_database(dsn: str, name: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -28,7 +27,6 @@ async def connect(dsn: str, timeout: float = 5.0, **kwargs: Any) -> asyncpg.Conn
     """One connection, or DatabaseUnavailable naming the DSN and the reason."""
     try:
         return await asyncpg.connect(dsn, timeout=timeout, **kwargs)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
-            asyncpg.InterfaceError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         reason = str(exc) or type(exc).__name__
         raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}") from None

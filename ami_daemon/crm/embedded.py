@@ -41,5 +41,5 @@ def start(name: str = "ami-daemon-embedded") -> tuple[str, Any]:
             "pip install 'ami-daemon[embedded]' or set AMI_DAEMON_DSN"
         ) from exc
     datadir = Path(tempfile.gettempdir()) / name
-    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    server = pgserver.get_server(datadir, cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri()), server

@@ -82,7 +82,9 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO crm_meta.migrations (version, name, checksum) VALUES ($1,$2,$3)",
-                    migration.version, migration.name, migration.checksum,
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
                 )
             applied.append(migration)
         return applied

@@ -1,0 +1,1 @@
+"""The AMI wire: capture reader, live connection (panoramisk), recorder, PBX simulator."""
