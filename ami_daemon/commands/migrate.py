@@ -14,8 +14,11 @@ HELP = "create or upgrade the CRM schema in PostgreSQL"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default: see README)")
     parser.add_argument("--dsn", help="database DSN (overrides the config)")
-    parser.add_argument("--status", action="store_true",
-                        help="only list pending migrations; exit 1 when any is pending")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="only list pending migrations; exit 1 when any is pending",
+    )
 
 
 async def _run(dsn: str, status_only: bool) -> int:
