@@ -149,7 +149,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_require_dsn_explains_where_to_set_it(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "pbx: {name: x}"), {})
-    with pytest.raises(ConfigError, match="database.dsn: not set"):
+    with pytest.raises(ConfigError, match=r"database\.dsn: not set"):
         cfg.require_dsn()
 
 

@@ -110,7 +110,7 @@ async def test_changed_row_updates_in_place(conn: asyncpg.Connection) -> None:
 
 @pytest.mark.asyncio
 async def test_unknown_or_missing_columns_stop_the_file(conn: asyncpg.Connection) -> None:
-    with pytest.raises(RowError, match="missing column.*extension.*unknown column.*phnoes"):
+    with pytest.raises(RowError, match=r"missing column.*extension.*unknown column.*phnoes"):
         await import_csv(conn, Kind.USERS, "name,phnoes\nAna,1\n", "ES")
 
 

@@ -36,7 +36,7 @@ async def test_migrate_from_empty_creates_every_table(dsn: str) -> None:
     try:
         applied = await migrate.migrate(conn)
         assert [m.version for m in applied] == [m.version for m in migrate.available()]
-        assert EXPECTED_TABLES <= await tables(conn)
+        assert await tables(conn) >= EXPECTED_TABLES
         for table in EXPECTED_TABLES:
             columns = {
                 r["column_name"]
