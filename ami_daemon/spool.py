@@ -1,0 +1,168 @@
+"""A durable on-disk spool of finished calls waiting for the CRM.
+
+A call that ended is appended here and ``fsync``-ed *before* the daemon tries
+to write it to PostgreSQL; it is acknowledged only after the CRM transaction
+committed.  If the database is down, the call simply stays; if the daemon is
+killed (even SIGKILL) between the append and the acknowledgement, the call is
+found again at the next start and written then.  The CRM write is idempotent
+(one row per PBX and call id, enforced by a unique key), so a call written but
+not yet acknowledged when the process died is not doubled by the retry.
+
+On disk: ``calls.jsonl`` holds one JSON object per line ``{"key", "record"}``,
+``acks.log`` one acknowledged key per line; when every entry is acknowledged
+both files are truncated.  A torn last line means the process died inside
+``append`` before the fsync returned: that call had not been handed on yet, so
+nothing was written for it; it is logged and skipped, and the CDR backfill
+after the restart recovers the call from Asterisk's own records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CALLS_FILE = "calls.jsonl"
+ACKS_FILE = "acks.log"
+
+
+class SpoolError(Exception):
+    """The spool folder cannot be used (permissions, disk full); names the path."""
+
+
+class Spool:
+    """Append-before-write, acknowledge-after-commit journal, oldest first."""
+
+    def __init__(self, folder: Path, warn_bytes: int = 100 * 1024 * 1024) -> None:
+        self.folder = folder
+        self.warn_bytes = warn_bytes
+        self._lock = threading.Lock()
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._warned = False
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._load()
+            self._calls = open(folder / CALLS_FILE, "ab")  # noqa: SIM115 - kept open
+            self._acks = open(folder / ACKS_FILE, "ab")  # noqa: SIM115 - kept open
+        except OSError as exc:
+            raise SpoolError(f"spool folder {folder}: {exc.strerror or exc}") from None
+
+    def _load(self) -> None:
+        acked: set[str] = set()
+        acks_path = self.folder / ACKS_FILE
+        if acks_path.exists():
+            for line in acks_path.read_bytes().split(b"\n"):
+                if line.strip():
+                    acked.add(line.decode("utf-8", "replace").strip())
+        calls_path = self.folder / CALLS_FILE
+        if calls_path.exists():
+            data = calls_path.read_bytes()
+            lines = data.split(b"\n")
+            for number, raw in enumerate(lines, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                    key, record = str(entry["key"]), entry["record"]
+                except (ValueError, KeyError, TypeError):
+                    torn = number == len(lines) and not data.endswith(b"\n")
+                    what = "torn last line (write interrupted)" if torn else "unreadable line"
+                    log.error("spool %s line %d: %s ignored", calls_path, number, what)
+                    continue
+                if key not in acked:
+                    self._pending[key] = record
+        if self._pending:
+            log.warning(
+                "spool %s: %d call(s) waiting for the CRM from a previous run",
+                self.folder,
+                len(self._pending),
+            )
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def size_bytes(self) -> int:
+        try:
+            return (self.folder / CALLS_FILE).stat().st_size
+        except OSError:
+            return 0
+
+    def append(self, key: str, record: Mapping[str, Any]) -> None:
+        """Store a finished call durably (written and fsync-ed) before it is handed on."""
+        line = (
+            json.dumps(
+                {"key": key, "record": record}, ensure_ascii=False, separators=(",", ":")
+            ).encode()
+            + b"\n"
+        )
+        with self._lock:
+            try:
+                self._calls.write(line)
+                self._calls.flush()
+                os.fsync(self._calls.fileno())
+            except OSError as exc:
+                raise SpoolError(
+                    f"spool {self.folder}: cannot append: {exc.strerror or exc}"
+                ) from None
+            self._pending[key] = dict(record)
+        size = self.size_bytes()
+        if size > self.warn_bytes and not self._warned:
+            self._warned = True
+            log.error(
+                "spool %s holds %d bytes (%d calls) — over spool.warn_bytes=%d; the CRM "
+                "database is probably unreachable. Nothing is dropped.",
+                self.folder,
+                size,
+                len(self._pending),
+                self.warn_bytes,
+            )
+
+    def ack(self, key: str) -> None:
+        """The call is committed in the CRM: forget it (durably)."""
+        with self._lock:
+            if self._pending.pop(key, None) is None:
+                return
+            try:
+                self._acks.write(key.encode() + b"\n")
+                self._acks.flush()
+                os.fsync(self._acks.fileno())
+            except OSError as exc:
+                log.error(
+                    "spool %s: cannot record acknowledgement of %s: %s (it will be "
+                    "retried, harmlessly)",
+                    self.folder,
+                    key,
+                    exc,
+                )
+            if not self._pending:
+                self._compact()
+
+    def _compact(self) -> None:
+        try:
+            self._calls.truncate(0)
+            self._acks.truncate(0)
+            os.fsync(self._calls.fileno())
+            os.fsync(self._acks.fileno())
+            self._warned = False
+        except OSError as exc:
+            log.warning("spool %s: compaction failed: %s", self.folder, exc)
+
+    def pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every call not yet acknowledged, oldest first."""
+        with self._lock:
+            return list(self._pending.items())
+
+    def close(self) -> None:
+        self._calls.close()
+        self._acks.close()
