@@ -24,6 +24,7 @@ from ami_daemon.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("migrate", "create or upgrade the CRM schema in PostgreSQL"),
     "import": ("imports", "import users, contacts or companies from CSV"),
+    "rules": ("rules", "check the YAML rules or explain one number's settings"),
 }
 
 

@@ -168,7 +168,7 @@ def _build(draft: Draft, files: tuple[str, ...]) -> RuleSet:
     mode, mode_origin = CrmMode.CLASSIC, Provenance(Origin.BUILTIN)
     if draft.mode is not None:
         mode = draft.mode[0]
-        mode_origin = Provenance(Origin.DEFAULTS, draft.mode[1].file, draft.mode[1].line)
+        mode_origin = Provenance(Origin.SET, draft.mode[1].file, draft.mode[1].line)
     return RuleSet(
         mode=mode,
         defaults=defaults,

@@ -107,6 +107,7 @@ class Origin(str, enum.Enum):
     """Where one effective setting came from, most specific last."""
 
     BUILTIN = "built-in default"
+    SET = "set"
     DEFAULTS = "defaults"
     TRUNK = "trunk override"
     NUMBER = "number override"
@@ -122,6 +123,8 @@ class Provenance:
     key: str | None = None  # the DID (E.164) or trunk name of an override
 
     def __str__(self) -> str:
+        if self.origin is Origin.SET and self.file:
+            return f"set at {self.file}:{self.line}"
         text = self.origin.value
         if self.key:
             text += f" {self.key}"

@@ -59,6 +59,8 @@ def compose(text: str, file: str, problems: list[RuleProblem]) -> yaml.Node | No
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else None
         reason = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            reason += f" ({exc.context} at line {int(exc.context_mark.line) + 1})"
         problems.append(RuleProblem(file, line, "", f"YAML syntax error: {reason}"))
         return None
     except yaml.YAMLError as exc:  # reader errors: bad characters
