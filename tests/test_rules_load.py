@@ -307,3 +307,34 @@ def test_fixture_with_five_mistakes_reports_all_five_with_lines() -> None:
     )
     assert "impossible time 25:00" in text[3]
     assert "unknown source 'RADIO'" in text[4]
+
+
+def test_yaml_anchors_and_merge_keys_share_settings(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "r.yaml",
+        """
+queue_groups: {sales: [201], support: [203]}
+numbers:
+  911234567: &sales_line
+    queue_group: sales
+    source: ADVERTISING
+  930000000:
+    <<: *sales_line
+    source: PARTNER
+""",
+    )
+    rules = load_rules(tmp_path, "ES")
+    second = rules.settings_for(did="930000000")
+    assert (second.queue_group, second.source) == ("sales", "PARTNER")
+    assert second.origin_of("queue_group").line == 5  # where the shared value is written
+    assert second.origin_of("source").line == 9
+
+
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Rules (`rules/*.yaml`)", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = load_rules(write(tmp_path, "example.yaml", example), "ES")
+    assert rules.settings_for(did="+34911234500", trunk="trunk").label == "Support line"
+    assert rules.automation[0].name == "missed-after-hours"

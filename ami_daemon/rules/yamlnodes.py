@@ -20,6 +20,7 @@ from ami_daemon.rules.problems import RuleProblem
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
 NULL_TAG = "tag:yaml.org,2002:null"
+MERGE_TAG = "tag:yaml.org,2002:merge"
 _TRUE_WORDS = frozenset({"yes", "true", "on", "y"})
 
 
@@ -92,7 +93,11 @@ class NodeReader:
         self.problems.append(RuleProblem(self.file, line, key, reason))
 
     def entries(self, node: yaml.Node, key: str, what: str = "a mapping") -> list[Entry] | None:
-        """The entries of a mapping node in order; duplicate keys are problems."""
+        """The entries of a mapping node in order; duplicate keys are problems.
+
+        YAML merge keys (``<<: *common``) are honoured: merged entries come
+        first, keys written in the mapping itself win over them.
+        """
         if not isinstance(node, yaml.MappingNode):
             if is_null(node):
                 return []
@@ -100,7 +105,11 @@ class NodeReader:
             return None
         seen: dict[str, int] = {}
         found: list[Entry] = []
+        merged: list[Entry] = []
         for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == MERGE_TAG:
+                merged.extend(self._merged(value_node, key, what))
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, key, f"a key must be plain text, got {kind_of(key_node)}")
                 continue
@@ -111,6 +120,23 @@ class NodeReader:
                 continue
             seen[name] = line_of(key_node)
             found.append(Entry(name, line_of(key_node), value_node))
+        inherited: dict[str, Entry] = {}
+        for entry in merged:
+            if entry.key not in seen:
+                inherited.setdefault(entry.key, entry)
+        return [*inherited.values(), *found]
+
+    def _merged(self, node: yaml.Node, key: str, what: str) -> list[Entry]:
+        """Entries of a YAML merge (``<<: *anchor`` or ``<<: [*a, *b]``), first wins."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        found: list[Entry] = []
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                self.problem(
+                    source, join(key, "<<"), f"must merge a mapping, got {kind_of(source)}"
+                )
+                continue
+            found.extend(self.entries(source, key, what) or [])
         return found
 
     def unknown_keys(self, entries: list[Entry], key: str, known: tuple[str, ...]) -> None:
