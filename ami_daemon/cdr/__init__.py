@@ -1,0 +1,1 @@
+"""Asterisk CDR records as a second source of calls: backfill after downtime."""
