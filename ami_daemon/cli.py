@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("migrate", "create or upgrade the CRM schema in PostgreSQL"),
     "import": ("imports", "import users, contacts or companies from CSV"),
     "rules": ("rules", "check the YAML rules or explain one number's settings"),
+    "calls": ("calls", "print the calls of an AMI capture file as JSON lines"),
 }
 
 
