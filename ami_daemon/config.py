@@ -15,6 +15,7 @@ reason, and which the CLI prints instead of a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -137,6 +138,21 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class CdrConfig:
+    """Where Asterisk's CDRs can be read for the backfill after downtime.
+
+    ``source``: ``none``, ``csv`` (``path`` to Master.csv of cdr_csv or our
+    cdr_custom template) or ``pgsql`` (``dsn`` and ``table`` of cdr_pgsql).
+    """
+
+    source: str = "none"
+    path: Path | None = None
+    dsn: str | None = None
+    table: str = "cdr"
+    max_gap_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration; ``source`` is the file it came from."""
 
@@ -148,6 +164,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
     source: Path | None = None
 
     def require_dsn(self) -> str:
@@ -458,7 +475,34 @@ def _read_simple_sections(
     return RulesConfig(rules_path), logging_cfg, metrics, spool
 
 
-SECTIONS = {"pbx", "ami", "database", "agi", "rules", "logging", "metrics", "spool"}
+SECTIONS = {"pbx", "ami", "database", "agi", "rules", "logging", "metrics", "spool", "cdr"}
+
+
+def _read_cdr(r: _Reader, data: Mapping[str, Any], base: Path) -> CdrConfig:
+    d = CdrConfig()
+    s = r.section(data, "cdr")
+    r.unknown(s, "cdr", set(CdrConfig.__dataclass_fields__))
+    source = r.get(s, "cdr", "source", str, d.source, _one_of("none", "csv", "pgsql"))
+    raw_path = r.get(s, "cdr", "path", str, "")
+    path = Path(raw_path) if raw_path else None
+    if path is not None and not path.is_absolute():
+        path = base / path
+    dsn = r.get(s, "cdr", "dsn", str, "") or None
+    table = r.get(s, "cdr", "table", str, d.table)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?", table):
+        r.problem("cdr.table", f"not a table name: {table!r}")
+        table = d.table
+    if source == "csv" and path is None:
+        r.problem("cdr.path", "required when cdr.source is csv (the Master.csv file)")
+    if source == "pgsql" and dsn is None:
+        r.problem("cdr.dsn", "required when cdr.source is pgsql")
+    return CdrConfig(
+        source=source,
+        path=path,
+        dsn=dsn,
+        table=table,
+        max_gap_hours=r.get(s, "cdr", "max_gap_hours", float, d.max_gap_hours, _positive),
+    )
 
 
 def parse(data: Any, where: str, base: Path, env: Mapping[str, str]) -> Config:
@@ -475,9 +519,10 @@ def parse(data: Any, where: str, base: Path, env: Mapping[str, str]) -> Config:
     database = _read_database(r, data, env)
     agi = _read_agi(r, data)
     rules, logging_cfg, metrics, spool = _read_simple_sections(r, data, base)
+    cdr = _read_cdr(r, data, base)
     if problems:
         raise ConfigError(problems)
-    return Config(pbx, ami, database, agi, rules, logging_cfg, metrics, spool, None)
+    return Config(pbx, ami, database, agi, rules, logging_cfg, metrics, spool, cdr, None)
 
 
 def find_config_file(
@@ -518,14 +563,4 @@ def load(
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: {line}invalid YAML: {problem}"]) from None
     config = parse(data, str(path), path.resolve().parent, env)
-    return Config(
-        config.pbx,
-        config.ami,
-        config.database,
-        config.agi,
-        config.rules,
-        config.logging,
-        config.metrics,
-        config.spool,
-        path,
-    )
+    return dataclasses.replace(config, source=path)

@@ -115,6 +115,9 @@ def test_secret_file_is_read(tmp_path: Path) -> None:
         ("logging: {format: xml}", "logging.format", "must be one of"),
         ("database: {pool_min: 5, pool_max: 2}", "database.pool_max", "at least pool_min"),
         ("pbx: [1, 2]", "pbx", "must be a mapping"),
+        ("cdr: {source: csv}", "cdr.path", "required when cdr.source is csv"),
+        ("cdr: {source: mysql}", "cdr.source", "must be one of"),
+        ("cdr: {source: pgsql, dsn: x, table: 'cdr; drop'}", "cdr.table", "not a table name"),
     ],
 )
 def test_mistakes_name_file_key_and_reason(
