@@ -141,3 +141,51 @@ def test_pgsql_rows_and_the_time_window() -> None:
     assert second.status is CallStatus.MISSED and second.external_number is None
     window = summaries_from_records(records, PBX, since=datetime(2026, 11, 27, 11, tzinfo=UTC))
     assert [c.call_id for c in window] == ["2.1"]
+
+
+@pytest.mark.asyncio
+async def test_pgsql_source_reads_the_window_from_the_documented_table(dsn: str) -> None:
+    import asyncpg
+
+    from ami_daemon.cdr.sources import CdrUnavailable, read_pgsql
+    from tests.paths import REPO
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute((REPO / "asterisk-conf" / "cdr_pgsql.sql").read_text())
+        records, _ = parse_csv(
+            (TRACES / "asterisk20/04_inbound_queue_201_blind_transfer_to_202/cdr.csv").read_text(),
+            UTC_ZONE,
+        )
+        for r in records:
+            await conn.execute(
+                'INSERT INTO cdr (calldate, start, answer, "end", src, dst, channel, dstchannel,'
+                " lastapp, lastdata, duration, billsec, disposition, uniqueid, linkedid) "
+                "VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                r.start,
+                r.answer,
+                r.end,
+                r.src,
+                r.dst,
+                r.channel,
+                r.dstchannel,
+                r.lastapp,
+                r.lastdata,
+                r.duration,
+                r.billsec,
+                r.disposition,
+                r.uniqueid,
+                r.uniqueid,
+            )
+    finally:
+        await conn.close()
+    since = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+    until = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
+    rows, problems = await read_pgsql(dsn, "cdr", since, until, UTC_ZONE)
+    assert problems == [] and len(rows) == 2
+    (call,) = summaries_from_records(rows, PBX, since, until)
+    assert (call.call_id, call.answered_by, call.final_agent) == ("1795797227.7", "201", "202")
+    empty, _ = await read_pgsql(dsn, "cdr", until, until + (until - since), UTC_ZONE)
+    assert empty == []
+    with pytest.raises(CdrUnavailable, match="CDR table missing_table"):
+        await read_pgsql(dsn, "missing_table", since, until, UTC_ZONE)
