@@ -38,6 +38,7 @@ def test_check_shipped_rules_prints_a_summary(tmp_path: Path) -> None:
     assert "+34911234500 (Support line): queue_group=support (responsible 203)" in out
     assert "+34930000000 (Radio campaign number): source=RADIO_CAMPAIGN" in out
     assert "trunk (Lab carrier)" in out
+    assert "first match wins, not used in classic mode; times in Europe/Madrid" in out
     assert "queue groups: sales = 201, 202; support = 203" in out
     lines = out.splitlines()
     order = [

@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     explain.add_argument("--config", help="config file (for pbx.region and rules.path)")
 
 
-def _load(args: argparse.Namespace, explicit: str | None) -> RuleSet | None:
-    """The rule set, or None after printing every problem."""
+def _load(args: argparse.Namespace, explicit: str | None) -> tuple[RuleSet | None, str]:
+    """The rule set (or None after printing every problem) and pbx.timezone."""
     cfg = config.load(args.config)
     if explicit:
         path = Path(explicit)
@@ -57,18 +57,18 @@ def _load(args: argparse.Namespace, explicit: str | None) -> RuleSet | None:
         for problem in problems:
             print(problem)
         print(f"{len(problems)} problem(s) in {path}; the rules were not loaded", file=sys.stderr)
-    return rules
+    return rules, cfg.pbx.timezone
 
 
 def run(args: argparse.Namespace) -> int:
     if args.rules_command == "check":
-        rules = _load(args, args.dir)
+        rules, timezone = _load(args, args.dir)
         if rules is None:
             return 1
-        print("\n".join(describe.summary(rules)))
+        print("\n".join(describe.summary(rules, timezone)))
         print("OK: no problems found")
         return 0
-    rules = _load(args, args.rules)
+    rules, _ = _load(args, args.rules)
     if rules is None:
         return 1
     target = describe.resolve_target(rules, args.number, args.trunk)

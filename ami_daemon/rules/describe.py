@@ -77,8 +77,8 @@ def _changes(rules: RuleSet, values: Mapping[str, Any]) -> str:
     return ", ".join(parts) + "; the rest inherited"
 
 
-def summary(rules: RuleSet) -> list[str]:
-    """Short human summary for ``ami-daemon rules check``."""
+def summary(rules: RuleSet, timezone: str | None = None) -> list[str]:
+    """Short human summary for ``ami-daemon rules check`` (``timezone``: pbx.timezone)."""
     out = [f"rules: {', '.join(rules.files)} (region {rules.region})"]
     if rules.mode is CrmMode.CLASSIC:
         out.append("mode: classic (new callers become leads, converted by hand)")
@@ -100,6 +100,8 @@ def summary(rules: RuleSet) -> list[str]:
         + "; ".join(f"{p.name}: {' > '.join(p.stages)}" for p in rules.pipelines.values())
     )
     used = "" if rules.mode is CrmMode.SIMPLE else ", not used in classic mode"
+    if timezone and any(r.time_window or r.weekdays for r in rules.automation):
+        used += f"; times in {timezone}"
     if rules.automation:
         out.append(f"automation (new deals, first match wins{used}):")
         for i, rule in enumerate(rules.automation, 1):
