@@ -223,6 +223,13 @@ SINGLE_FILE_MISTAKES = [
         "'mon-funday' is not a weekday",
     ),
     (
+        "empty condition list",
+        "automation:\n  - name: a\n    when:\n      weekdays: []\n    then: {source: WEB}\n",
+        4,
+        "automation[a].when.weekdays",
+        "an empty list; leave the condition out",
+    ),
+    (
         "invalid country",
         "automation:\n  - name: a\n    when: {caller_countries: [ES, XX]}\n"
         "    then: {source: WEB}\n",

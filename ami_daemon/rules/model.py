@@ -288,8 +288,11 @@ class AutomationFacts:
     """What an automation rule may look at, about one finished call.
 
     ``direction`` is the tracker's word (``inbound``/``outbound``/``internal``;
-    ``incoming``/``outgoing`` are accepted too); ``local_time`` is when the call
-    started, as wall-clock time in ``pbx.timezone`` (see :func:`local_time`).
+    ``incoming``/``outgoing`` are accepted too); ``caller_country`` is the ISO
+    country of the outside party's number (:func:`ami_daemon.phones.country_of`
+    of the caller on inbound calls, of the number dialled on outbound ones),
+    None when withheld; ``local_time`` is when the call started, as wall-clock
+    time in ``pbx.timezone`` (see :func:`local_time`).
     """
 
     did: str | None

@@ -442,7 +442,9 @@ def _read_when(
     for item in entries:
         key = join(path, item.key)
         node = item.value
-        if item.key == "numbers":
+        if isinstance(node, yaml.SequenceNode) and not node.value:
+            r.problem(node, key, "an empty list; leave the condition out to accept any value")
+        elif item.key == "numbers":
             numbers = set()
             for raw, line in r.texts(node, key, "['911234567']"):
                 try:
