@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("imports", "import users, contacts or companies from CSV"),
     "rules": ("rules", "check the YAML rules or explain one number's settings"),
     "calls": ("calls", "print the calls of an AMI capture file as JSON lines"),
+    "replay": (
+        "replay",
+        "run a capture through tracker, rules and CRM as the daemon would (--dry-run)",
+    ),
+    "crm": ("crm", "pending calls, tasks, create-from-call, convert-lead"),
 }
 
 
