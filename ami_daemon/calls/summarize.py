@@ -176,4 +176,8 @@ def _status(call: Call, direction: Direction, answered: bool, interrupted: bool)
 
 
 def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+    """Seconds since the epoch → aware UTC datetime, to the millisecond the contract shows."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
