@@ -22,10 +22,16 @@ from ami_daemon.errors import UserError
 
 #: subcommand → (module under ami_daemon.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the daemon: live AMI → calls → rules → CRM, with the FastAGI server"),
     "migrate": ("migrate", "create or upgrade the CRM schema in PostgreSQL"),
     "import": ("imports", "import users, contacts or companies from CSV"),
     "rules": ("rules", "check the YAML rules or explain one number's settings"),
     "calls": ("calls", "print the calls of an AMI capture file as JSON lines"),
+    "record": ("record", "record the raw AMI stream of a PBX into a capture file"),
+    "simulate": (
+        "simulate",
+        "serve AMI captures like Asterisk (and FastAGI calls) for tests and demos",
+    ),
     "replay": (
         "replay",
         "run a capture through tracker, rules and CRM as the daemon would (--dry-run)",

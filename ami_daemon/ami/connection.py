@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 
 #: First reconnect delay; doubled after every failed attempt up to the cap.
 INITIAL_BACKOFF = 0.5
+#: Events kept by any event filter: the connection itself needs them.
+ALWAYS_WANTED = frozenset({"FullyBooted", "Shutdown"})
 #: Inbox length above which a slow consumer is reported (events are never dropped).
 INBOX_WARN = 100_000
 
@@ -205,7 +207,9 @@ class AmiConnection:
         self.config = config
         self._secret = config.secret if secret is None else secret
         self._events = events
-        self._filter = sorted(set(event_filter)) if event_filter is not None else None
+        self._filter = (
+            sorted(set(event_filter) | ALWAYS_WANTED) if event_filter is not None else None
+        )
         self._md5 = md5
         self._on_bytes = on_bytes
         self._observers = tuple(observers)
@@ -522,7 +526,15 @@ class AmiConnection:
             )
 
     async def _install_filter(self) -> None:
-        """Ask Asterisk to send only the named events (one whitelist regex)."""
+        """Ask Asterisk to send only the named events (one whitelist regex).
+
+        The filter is installed right after the login, so the few events sent
+        in between pass unfiltered; the tracker ignores what it does not
+        handle.  (Logging in with ``Events: off`` and switching them on after
+        the filter would close that gap, but Asterisk then never sends
+        ``FullyBooted``.)  The regex is matched against the event text, so
+        ``Event: (Hangup|…)`` also lets ``HangupRequest`` through: harmless.
+        """
         assert self._filter is not None
         pattern = "Event: (" + "|".join(self._filter) + ")"
         answer = await self.send_action({"Action": "Filter", "Operation": "Add", "Filter": pattern})

@@ -34,7 +34,8 @@ session is ready, is paced by the ``Timestamp`` headers divided by ``speed``
 event: ``drop_after`` closes the sockets, ``stall_after`` leaves them open
 but silent (a half-open link that only a keepalive notices); then
 ``lost_events`` events are played to nobody and the replay waits for the
-next login to go on.
+next login to go on (and for :meth:`Simulator.resume` with
+``hold_after_break``, so that a test can look at the PBX state at the break).
 
 When ``agi`` is set, each AGI invocation of the captures' ``agi.log`` is
 played against that FastAGI server at the event where Asterisk started it;
@@ -95,6 +96,8 @@ class SimulatorOptions:
     stall_after: int | None = None
     #: events played to nobody right after a drop or stall
     lost_events: int = 0
+    #: after the break, go on only when :meth:`Simulator.resume` is called (not at the login)
+    hold_after_break: bool = False
     #: FastAGI server (host, port) to play the captures' AGI invocations against
     agi: tuple[str, int] | None = None
     agi_timeout: float = 10.0
@@ -177,11 +180,13 @@ class Simulator:
         self._server: asyncio.Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[None]] = set()
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._done = asyncio.Event()
         self._started_at = time.time()
         self._originates = 0
         self._broken = False
+        self._resume = asyncio.Event()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -215,10 +220,15 @@ class Simulator:
                 await self._replay_task
         for task in list(self._agi_tasks):
             task.cancel()
-        for session in list(self._sessions):
-            self._close_session(session, abort=True)
         if self._server is not None:
             self._server.close()
+        for session in list(self._sessions):
+            self._close_session(session, abort=True)
+        # Session handlers end by themselves once their socket is aborted;
+        # cancelling them would trip asyncio's start_server callback (3.11).
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=2.0)
+        if self._server is not None:
             await self._server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
@@ -229,6 +239,10 @@ class Simulator:
         for session in list(self._sessions):
             self._close_session(session, abort=False)
         self._update_ready()
+
+    def resume(self) -> None:
+        """Let a replay held after its break (``hold_after_break``) go on."""
+        self._resume.set()
 
     def stall(self) -> None:
         """Make every current session silent while its socket stays open."""
@@ -262,6 +276,10 @@ class Simulator:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._session_count += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         peer = writer.get_extra_info("peername")
         session = _Session(self._session_count, writer, f"{peer[0]}:{peer[1]}" if peer else "?")
         self._sessions.add(session)
@@ -473,6 +491,8 @@ class Simulator:
                     self._play(index, events[index])
                     index += 1
                 await self._ready.wait()
+                if options.hold_after_break:
+                    await self._resume.wait()
                 target = loop.time()
                 previous_at = None
         await self._flush()
