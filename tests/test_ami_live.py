@@ -161,3 +161,45 @@ async def test_call_whose_end_was_missed_ends_interrupted_once(
     for key in ("direction", "external_number", "did", "answered_by", "queue", "started_at"):
         assert call[key] == expected[0][key]
     assert [type(m) for m in markers] == [LinkUp, LinkDown, LinkUp, LinkDown]
+
+
+@pytest.mark.asyncio
+async def test_many_distinct_overlapping_calls_from_one_recording(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Copies re-keyed by the helper are distinct calls with the original's outcome."""
+    [original] = file_calls(TRANSFER, LAB, capsys)
+    pbx = config.load(LAB).pbx
+    copies = 12
+    timeline = build_timeline([load_capture(TRANSFER)], copies=copies, interleave=0.7)
+    sim = Simulator(timeline, SimulatorOptions(secret=SECRET, speed=None))
+    await sim.start()
+    connection = AmiConnection(AmiConfig(port=sim.port, username="ami-daemon", secret=SECRET))
+    tracker = Tracker(pbx)
+    calls: list[dict[str, Any]] = []
+    try:
+        await connection.start()
+
+        async def consume() -> None:
+            async for message, received_at in connection.events():
+                calls.extend(s.to_json_dict() for s in tracker.feed(message, received_at))
+
+        consumer = asyncio.create_task(consume())
+        await sim.wait_done(20)
+        await connection.ping()
+        await connection.close()
+        await asyncio.wait_for(consumer, 10)
+    finally:
+        await connection.close()
+        await sim.close()
+    assert tracker.finish() == []
+    assert len(calls) == copies
+    assert len({c["call_id"] for c in calls}) == copies
+    assert len({c["external_number"] for c in calls}) == copies
+    same = ("direction", "did", "status", "answered_by", "final_agent", "queue", "transfers")
+    for call in calls:
+        assert {k: call[k] for k in same} == {k: original[k] for k in same}
+        assert call["talk_seconds"] == original["talk_seconds"]
+    starts = sorted(c["started_at"] for c in calls)
+    ends = sorted(c["ended_at"] for c in calls)
+    assert starts[1] < ends[0], "the copies overlap in time"

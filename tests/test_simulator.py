@@ -288,6 +288,20 @@ def test_copies_are_rekeyed_with_the_given_function() -> None:
     assert sorted(s.uniqueid for s in agi) == ["1795797192.0", "1795797192.0-1", "1795797192.0-2"]
 
 
+def test_copies_use_the_rekey_helper_and_their_agi_matches_their_events() -> None:
+    timeline = build_timeline([load_capture(KNOWN_CLIENT)], copies=2, interleave=1.0)
+    [(first_at, [original]), (second_at, [copy])] = sorted(
+        (i, list(s)) for i, s in timeline.agi.items()
+    )
+    assert original.uniqueid == "1795797202.2" and copy.uniqueid != original.uniqueid
+    for index, script in ((first_at, original), (second_at, copy)):
+        trigger = timeline.events[index].message
+        assert trigger["Uniqueid"] == script.uniqueid and trigger["Channel"] == script.channel
+        assert trigger["CallerIDNum"] == script.get("agi_callerid")
+    assert copy.get("agi_callerid") != original.get("agi_callerid")
+    assert copy.variables == {"CRM_DID": "911234567"}
+
+
 def test_missing_or_empty_capture_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="capture file not found"):
         load_capture(tmp_path / "nothing.raw")

@@ -21,7 +21,6 @@ AGI`` on the ``agi_uniqueid`` channel, else ``AGIExecStart``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,18 +104,23 @@ def load_capture(path: str | Path) -> Capture:
 RekeyFunction = Callable[[Sequence[AmiMessage], int], tuple[list[AmiMessage], dict[str, str]]]
 
 
-def default_rekey() -> RekeyFunction:
-    """The tracker issue's re-keying helper, adapted to (messages, copy) → (messages, map)."""
-    try:
-        module = importlib.import_module("ami_daemon.ami.rekey")
-    except ImportError:
-        raise UserError(
-            "serving copies of a capture needs ami_daemon.ami.rekey, which is not installed"
-        ) from None
-    adapter = getattr(module, "rekey_for_simulator", None)
-    if adapter is None:
-        raise UserError("ami_daemon.ami.rekey has no rekey_for_simulator(messages, copy)")
-    return adapter  # type: ignore[no-any-return]
+def rekey_copy(
+    messages: Sequence[AmiMessage], copy: int
+) -> tuple[list[AmiMessage], dict[str, str]]:
+    """Copy ``copy`` of a capture through the re-keying helper, plus what it renamed.
+
+    The map (old value → new value: Uniqueids, channel names, caller numbers)
+    is what the capture's ``agi.log`` environment needs to match the copy.
+    """
+    from ami_daemon.ami.rekey import rekey_one
+
+    copied = rekey_one(messages, copy, prefix="sim")
+    translate: dict[str, str] = {}
+    for old, new in zip(messages, copied, strict=True):
+        for (_, before), (_, after) in zip(old.headers, new.headers, strict=True):
+            if before != after:
+                translate[before] = after
+    return copied, translate
 
 
 def _timestamp(message: AmiMessage) -> float | None:
@@ -172,25 +176,27 @@ def build_timeline(
 ) -> Timeline:
     """Place ``copies`` of each capture on one clock (see the module docstring).
 
-    Items are the captures in order, each repeated ``copies`` times; copy
-    ``n > 0`` is re-keyed with ``rekey`` (default: the rekey helper).  Item
+    Items are the captures in order, each repeated ``copies`` times; every
+    repeat of a capture already placed (``n > 0``) is re-keyed with ``rekey``
+    (default: the re-keying helper, :func:`rekey_copy`).  Item
     ``k`` starts ``gap`` seconds after item ``k-1`` ended, or ``interleave``
     seconds after it started.
     """
     if copies < 1:
         raise UserError(f"--copies must be at least 1, got {copies}")
     plan: list[tuple[Capture, int]] = [(c, n) for c in captures for n in range(copies)]
-    if copies > 1 and rekey is None:
-        rekey = default_rekey()
+    rekey = rekey or rekey_copy
+    seen: dict[Path, int] = {}
     keyed: list[tuple[float, int, int, ReplayEvent]] = []
     agi_at: dict[tuple[int, int], list[AgiScript]] = {}
     base: float | None = None
     previous_start = previous_end = None
-    for item, (capture, copy) in enumerate(plan):
+    for item, (capture, _) in enumerate(plan):
+        copy = seen.get(capture.path, 0)
+        seen[capture.path] = copy + 1
         messages: Sequence[AmiMessage] = capture.messages
         scripts = list(capture.agi)
         if copy > 0:
-            assert rekey is not None
             messages, translate = rekey(capture.messages, copy)
             scripts = [s.rewritten(translate) for s in scripts]
         times = [t for t in (_timestamp(m) for m in messages) if t is not None]
