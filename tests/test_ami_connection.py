@@ -27,9 +27,9 @@ from ami_daemon.ami.connection import (
     LinkUp,
     StreamItem,
 )
-from ami_daemon.ami.reader import AmiMessage
+from ami_daemon.ami.reader import AmiMessage, StreamDecoder
 from ami_daemon.ami.simulator import Simulator, SimulatorOptions
-from ami_daemon.ami.timeline import Timeline, build_timeline, encode, load_capture
+from ami_daemon.ami.timeline import ReplayEvent, Timeline, build_timeline, encode, load_capture
 from ami_daemon.config import AmiConfig
 from tests.paths import TRACES
 
@@ -399,3 +399,30 @@ async def test_close_logs_off(simulator, caplog: pytest.LogCaptureFixture) -> No
         await connection.close()
     assert sim.actions[-1].get("Action") == "Logoff"
     assert not connection.connected
+
+
+@pytest.mark.asyncio
+async def test_asterisk_restart_announced_by_shutdown_reconnects(simulator) -> None:  # type: ignore[no-untyped-def]
+    """Asterisk sends ``Event: Shutdown`` before a restart, then closes the socket."""
+    events = list(timeline().events)
+    shutdown = encode(
+        [
+            ("Event", "Shutdown"),
+            ("Privilege", "system,all"),
+            ("Shutdown", "Cleanly"),
+            ("Restart", "True"),
+        ]
+    )
+    [message] = StreamDecoder().feed(shutdown)
+    events.insert(30, ReplayEvent(message, shutdown, None, 0))
+    sim = await simulator(Timeline(tuple(events), {}, 1))
+    connection = AmiConnection(ami_config(sim.port))
+    await connection.start()
+    collector = Collector(connection).start()
+    await drain(sim, connection)
+    await collector.stop()
+    assert received(collector) == [e.message.headers for e in events]
+    assert [type(m) for m in collector.markers()] == [LinkUp, LinkDown, LinkUp, LinkDown]
+    down = collector.markers()[1]
+    assert isinstance(down, LinkDown) and down.session == 1
+    assert connection.sessions == 2

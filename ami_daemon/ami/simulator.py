@@ -30,7 +30,9 @@ Events are global like Asterisk's: every logged-in session that wants events
 gets them; events played while no session listens are lost (that is what a
 daemon misses during an AMI outage).  The replay starts when the first
 session is ready, is paced by the ``Timestamp`` headers divided by ``speed``
-(or as fast as the socket takes them), and can break the link at a chosen
+(or as fast as the socket takes them).  A replayed ``Event: Shutdown`` (an
+Asterisk restart) closes every session and the replay goes on after the next
+login.  The link can also be broken at a chosen
 event: ``drop_after`` closes the sockets, ``stall_after`` leaves them open
 but silent (a half-open link that only a keepalive notices); then
 ``lost_events`` events are played to nobody and the replay waits for the
@@ -120,14 +122,24 @@ class _Session:
     challenge: str | None = None
     whitelist: list[re.Pattern[str]] = field(default_factory=list)
     blacklist: list[re.Pattern[str]] = field(default_factory=list)
+    #: replayed events not yet written (one socket write per batch)
+    pending: list[bytes] = field(default_factory=list)
 
     @property
     def listening(self) -> bool:
         return self.authenticated and self.events and not self.stalled and not self.closed
 
     def send(self, data: bytes) -> None:
+        """Write an answer, after the events played before it (Asterisk's order)."""
         if not self.closed and not self.stalled:
+            self.write_pending()
             self.writer.write(data)
+
+    def write_pending(self) -> None:
+        if self.pending:
+            if not self.closed and not self.stalled:
+                self.writer.write(b"".join(self.pending))
+            self.pending.clear()
 
     def wants(self, event: ReplayEvent) -> bool:
         if not self.whitelist and not self.blacklist:
@@ -237,6 +249,7 @@ class Simulator:
     def drop(self) -> None:
         """Close every session now (Asterisk restarted, cable pulled with a RST)."""
         for session in list(self._sessions):
+            session.write_pending()
             self._close_session(session, abort=False)
         self._update_ready()
 
@@ -247,6 +260,7 @@ class Simulator:
     def stall(self) -> None:
         """Make every current session silent while its socket stays open."""
         for session in self._sessions:
+            session.write_pending()
             session.stalled = True
         self._update_ready()
 
@@ -495,6 +509,16 @@ class Simulator:
                     await self._resume.wait()
                 target = loop.time()
                 previous_at = None
+            elif event.message.get("Event") == "Shutdown" and index < len(events):
+                # Asterisk stopping or restarting closes every manager session
+                # after this event; the replay goes on with the next login.
+                await self._flush()
+                pending = 0
+                log.info("simulator: Shutdown replayed, closing the AMI connections")
+                self.drop()
+                await self._ready.wait()
+                target = loop.time()
+                previous_at = None
         await self._flush()
         self._done.set()
         log.info("simulator: replay finished, %d events played, %d sent", self.played, self.sent)
@@ -503,12 +527,13 @@ class Simulator:
         delivered = False
         for session in self._sessions:
             if session.listening and session.wants(event):
-                session.writer.write(event.data)
+                session.pending.append(event.data)
                 delivered = True
         return delivered
 
     async def _flush(self) -> None:
         for session in list(self._sessions):
+            session.write_pending()
             if session.closed:
                 continue
             try:
