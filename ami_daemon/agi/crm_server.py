@@ -8,11 +8,12 @@ What the daemon embeds (and ``ami-daemon agi-server`` runs alone)::
     await server.close()                      # stop listening, end sessions, close the pool
 
 ``routing`` is a callable returning the current :class:`RoutingTable`; the
-daemon, which already holds a reloadable rule set, passes one built from it
-(``RoutingTable.from_ruleset``).  Without it the server reads ``rules.path``
-itself and reloads it when the files change (:class:`RulesRouting`); broken
-rules keep the previous table, and with no usable rules at all routing is off
-and the exception list empty (logged), while lookups go on.
+daemon, which already holds a reloadable rule set, passes
+``RuleSetRouting(lambda: rules.current)`` (see :mod:`.embed`).  Without it the
+server reads ``rules.path`` itself and reloads it when the files change
+(:class:`RulesRouting`); broken rules keep the previous table, and with no
+usable rules at all routing is off and the exception list empty (logged),
+while lookups go on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ami_daemon.agi.decision import Decision
 from ami_daemon.agi.lookup import LookupSettings, TimeBudget, crm_lookup
@@ -30,7 +32,36 @@ from ami_daemon.agi.server import AgiSession, FastAgiServer
 from ami_daemon.agi.variables import SCRIPT_CRM_LOOKUP
 from ami_daemon.config import Config
 
+if TYPE_CHECKING:
+    from ami_daemon.rules.model import RuleSet
+
 log = logging.getLogger("ami_daemon.agi")
+
+#: Called after each lookup with what was decided and how long it took (seconds).
+Observer = Callable[[Decision, float], None]
+
+
+class RuleSetRouting:
+    """The routing table of whatever rule set ``current()`` returns (a reloadable source).
+
+    Rebuilt only when ``current()`` returns another object, i.e. after a reload.
+    """
+
+    def __init__(self, current: Callable[[], RuleSet]) -> None:
+        self._current = current
+        self._rules: RuleSet | None = None
+        self._table = RoutingTable()
+
+    def __call__(self) -> RoutingTable:
+        try:
+            rules = self._current()
+        except Exception as exc:  # not loaded: routing off, lookups go on
+            log.debug("no rules for routing: %s", exc)
+            return self._table
+        if rules is not self._rules:
+            self._rules = rules
+            self._table = RoutingTable.from_ruleset(rules)
+        return self._table
 
 
 class RulesRouting:
@@ -92,16 +123,25 @@ class CrmLookupRoute:
         owners: PooledOwners,
         settings: LookupSettings,
         routing: Callable[[], RoutingTable],
+        observer: Observer | None = None,
     ) -> None:
         self.owners = owners
         self.settings = settings
         self.routing = routing
+        self.observer = observer
         self.budget = TimeBudget()
 
     async def __call__(self, session: AgiSession) -> Decision:
-        return await crm_lookup(
+        started = time.perf_counter()
+        decision = await crm_lookup(
             session.channel, session.env, self.owners, self.routing, self.settings, self.budget
         )
+        if self.observer is not None:
+            try:
+                self.observer(decision, time.perf_counter() - started)
+            except Exception:
+                log.exception("lookup observer failed")
+        return decision
 
     async def close(self) -> None:
         await self.budget.drain(1.0)
@@ -117,6 +157,8 @@ class CrmLookupServer:
         routing: Callable[[], RoutingTable] | None = None,
         *,
         port: int | None = None,
+        bind: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         agi = config.agi
         self.owners = PooledOwners(
@@ -133,10 +175,10 @@ class CrmLookupServer:
             trunk_channels=config.pbx.trunk_channels,
             time_budget=agi.time_budget_ms / 1000.0,
         )
-        self.lookup = CrmLookupRoute(self.owners, settings, routing)
+        self.lookup = CrmLookupRoute(self.owners, settings, routing, observer)
         self.fastagi = FastAgiServer(
             {SCRIPT_CRM_LOOKUP: self.lookup},
-            bind=agi.bind,
+            bind=agi.bind if bind is None else bind,
             port=agi.port if port is None else port,
             allowed_peers=agi.allowed_peers,
         )
