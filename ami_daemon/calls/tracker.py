@@ -344,6 +344,8 @@ class Tracker:
         chan = self._channel(event, at)
         if chan is None:
             return
+        if chan.exten is None:
+            self._note_ids(chan, event, "")  # a trunk that arrived at ``s`` may move to its DID
         state = event.get("ChannelState")
         if state == _RINGING:
             self._rang(chan)
@@ -590,7 +592,8 @@ class Tracker:
                         seen.add(id(other))
                         found.append(other)
             partner = chan.partner
-            if partner is not None and id(partner) not in seen:
+            # A hung-up half no longer carries audio (and belongs to a finished call).
+            if partner is not None and id(partner) not in seen and partner.uid in self._chans:
                 seen.add(id(partner))
                 found.append(partner)
         return found
