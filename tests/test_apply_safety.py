@@ -213,3 +213,23 @@ async def test_processor_with_pool_is_what_the_daemon_runs(
         await pool.close()
     assert [d.decision.outcome.value for d in done].count("lead_created") == 1
     assert await lab.fetchval("SELECT count(*) FROM crm.calls") == 5
+
+
+@pytest.mark.asyncio
+async def test_cancelled_statement_is_transient_not_a_refusal(
+    lab: asyncpg.Connection, migrated_dsn: str
+) -> None:
+    """A statement cancelled by the server (SQLSTATE class 57) is worth retrying: it raises
+    DatabaseUnavailable (the writer keeps the call) rather than ApplyError."""
+    victim = await asyncpg.connect(migrated_dsn)
+    blocker = await asyncpg.connect(migrated_dsn)
+    await blocker.execute("BEGIN; LOCK TABLE crm.leads IN ACCESS EXCLUSIVE MODE")
+    try:
+        await victim.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(DatabaseUnavailable, match=r"call main/1795797192\.0: .*try again"):
+            await process_call(victim, call(), shipped_rules(), ZONE)
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+        await victim.close()
+    assert await lab.fetchval("SELECT count(*) FROM crm.calls") == 0

@@ -12,9 +12,11 @@ Each action is one SQL statement (data-modifying CTEs make a lead, its phone
 and its activity in one round trip).  Employees are named by extension in the
 actions; the statements resolve them to ``crm.users`` ids.
 
-:func:`apply_decision` wraps both in one transaction and turns a lost
-connection into :class:`~ami_daemon.crm.db.DatabaseUnavailable` and any other
-database refusal into :class:`ApplyError`, both naming the call.  Either way
+:func:`apply_decision` wraps both in one transaction.  A lost connection, or
+a server that is shutting down, out of resources, or picked this transaction
+as a deadlock victim, becomes :class:`~ami_daemon.crm.db.DatabaseUnavailable`
+(try the call again later); any other refusal becomes :class:`ApplyError`.
+Both name the call.  Either way
 PostgreSQL rolls the transaction back: nothing is half-written.
 """
 
@@ -65,6 +67,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: SQLSTATE classes that mean "not now" rather than "never": 08 connection
+#: exception, 40 transaction rollback (deadlock, serialization), 53 insufficient
+#: resources, 57 operator intervention (server shutting down, query cancelled),
+#: 58 system error.  Retrying the same call later is right for these.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
 @asynccontextmanager
 async def call_errors(summary: CallSummary, doing: str) -> AsyncIterator[None]:
     """Map driver errors during ``doing`` to one domain error naming the call."""
@@ -78,6 +87,11 @@ async def call_errors(summary: CallSummary, doing: str) -> AsyncIterator[None]:
             "was written"
         ) from exc
     except asyncpg.PostgresError as exc:
+        if (getattr(exc, "sqlstate", None) or "")[:2] in TRANSIENT_SQLSTATE_CLASSES:
+            raise DatabaseUnavailable(
+                f"{ref}: the database could not take it now while {doing} ({exc}); nothing of "
+                "this call was written, try again"
+            ) from exc
         raise ApplyError(f"{ref}: the database refused {doing}: {exc}") from exc
 
 
