@@ -406,3 +406,36 @@ def test_reconnect_reconciliation_ends_calls_whose_channels_vanished() -> None:
     assert tracker.open_calls() == 1 and tracker.live_uniqueids() == {t2.uid}
     (left,) = tracker.finish()
     assert left.call_id == t2.linkedid and left.status is CallStatus.INTERRUPTED
+
+
+def test_blind_transfer_to_an_outside_number_leaves_no_employee_at_the_end() -> None:
+    s = Script()
+    trunk = s.chan("SIP/trunk", exten="911234567", cid="600111222")
+    agent = s.chan("SIP/201", trunk.linkedid)
+    s.answered_call(trunk, agent, "b1")
+    s.add("BlindTransfer", Result="Success", Extension="0034699000201", Context="internal",
+          TransfererChannel=agent.name, TransfererUniqueid=agent.uid,
+          TransfereeChannel=trunk.name, TransfereeUniqueid=trunk.uid)  # fmt: skip
+    s.unbridge("b1", trunk, agent)
+    s.hangup(agent)
+    trunk.exten = "0034699000201"
+    mobile = s.chan("SIP/trunk", trunk.linkedid)
+    s.answered_call(trunk, mobile, "b2")
+    s.hangup(mobile, trunk)
+    (call,) = s.run()
+    assert call.status is CallStatus.ANSWERED and call.answered_by == "201"
+    assert call.final_agent is None
+    assert call.transfers == (Transfer(TransferKind.BLIND, "201", "0034699000201"),)
+    assert call.agents_rung == ("201",)
+
+
+def test_outbound_number_is_what_the_phone_dialled_with_the_outside_prefix_removed() -> None:
+    s = Script()
+    phone = s.chan("SIP/201", exten="90034600111222")
+    outside = s.chan("SIP/trunk", phone.linkedid)
+    phone.exten = "90034600111222"
+    s.answered_call(phone, outside, "b1")
+    s.hangup(outside, phone)
+    (call,) = s.run(PbxConfig(region="ES", outside_prefix="9"))
+    assert call.external_number == "+34600111222"
+    assert call.status is CallStatus.ANSWERED and call.talk_seconds == 2

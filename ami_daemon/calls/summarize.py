@@ -67,7 +67,8 @@ def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | No
         external = None if outside.withheld else phones.try_normalize(outside.cid, region)
         did = phones.try_normalize(outside.exten, region)
     elif outside is not None:
-        external = _dialled_number(outside, pbx)
+        placed = caller if caller is not None and not caller.dialled_in else None
+        external = _dialled_number(outside, placed, pbx)
         did = None
     else:
         external = did = None
@@ -119,20 +120,33 @@ def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | No
     )
 
 
-def _dialled_number(trunk: Chan, pbx: PbxConfig) -> str | None:
+def _dialled_number(trunk: Chan, placed_by: Chan | None, pbx: PbxConfig) -> str | None:
     """What the employee dialled for an outbound trunk leg, in E.164.
 
-    The dialler's ``Exten`` is what was dialled (asterisk20 ``06_…``: the
-    phone's ``Exten`` is ``0034911000111`` while the lab dialplan sent
-    ``trunk/034911000111``); Asterisk also copies it into the new trunk
-    channel's ``CallerIDNum``; the ``DialString`` is the last resort, as the
-    dialplan may have rewritten it.
+    First the digits the phone itself sent, when it placed the call (its
+    ``Exten`` when created); then the ``Exten`` of whatever dialled the trunk
+    (asterisk20 ``06_…``: the click-to-dial phone's ``Exten`` is
+    ``0034911000111`` while the lab dialplan sent ``trunk/034911000111``;
+    cacofonisk: ``Local/+31150010001@world_out;2``); then the trunk channel's
+    ``CallerIDNum``, where Asterisk copies the dialled number; the
+    ``DialString`` last, as the dialplan may have rewritten it.  The first
+    candidate that is a phone number wins (an extension such as ``202``, dialled
+    before a forward to a mobile, is not).
     """
-    for raw in (trunk.dial_exten, trunk.cid, _dial_string_number(trunk.dial_string)):
+    candidates = (
+        placed_by.exten if placed_by is not None else None,
+        trunk.dial_exten,
+        trunk.cid,
+        _dial_string_number(trunk.dial_string),
+    )
+    prefix = pbx.outside_prefix
+    for raw in candidates:
         if raw and _DIALLED.fullmatch(raw):
-            if pbx.outside_prefix and raw.startswith(pbx.outside_prefix):
-                raw = raw[len(pbx.outside_prefix) :]
-            return phones.try_normalize(raw, pbx.region)
+            if prefix and raw.startswith(prefix) and len(raw) > len(prefix):
+                raw = raw[len(prefix) :]
+            number = phones.try_normalize(raw, pbx.region)
+            if number is not None:
+                return number
     return None
 
 

@@ -614,16 +614,20 @@ class Tracker:
         anchor = call.anchor
         if anchor is None or anchor not in parties:
             return
+        agent: str | None = None
         for party in parties:
             if party is anchor:
                 continue
             if not call.answered:
                 call.answered = True
                 call.answered_at = at
-            if party.kind is Kind.PHONE:
+            if party.kind is Kind.PHONE and agent is None:
+                agent = party.label
                 if call.answered_by is None:
-                    call.answered_by = party.label
-                call.last_agent = party.label
+                    call.answered_by = agent
+        # Whoever talks with the caller side now is the agent at the end unless someone
+        # else takes over; handed over to an outside number, no employee is left on it.
+        call.last_agent = agent
 
     def _hand_over(
         self,
