@@ -202,3 +202,17 @@ def test_a_capture_replayed_twice_after_its_calls_ended_does_not_duplicate_them(
     again = [s for m in messages for s in tracker.feed(m)]
     assert len(first) == 1 and again == []
     assert tracker.finish() == []
+
+
+def test_a_tracker_started_while_the_call_is_connected_reports_what_it_saw() -> None:
+    """Connected mid-call: only the last bridge and the hangups are seen; both parties
+    hang up Up, the best evidence left that they talked."""
+    scenario = TRACES / "asterisk20" / "04_inbound_queue_201_blind_transfer_to_202"
+    messages = list(read_capture(scenario / "ami.raw"))
+    last_bridge = max(i for i, m in enumerate(messages) if m.get("Event") == "BridgeEnter")
+    (call,) = run(messages[last_bridge:], LAB)
+    assert call.call_id == "1795797227.7"
+    assert call.direction.value == "inbound" and call.external_number == "+34600111224"
+    assert call.status is CallStatus.ANSWERED
+    assert (call.answered_by, call.final_agent) == ("202", "202")
+    assert call.answered_at is None and call.talk_seconds is None

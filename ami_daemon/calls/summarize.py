@@ -74,6 +74,10 @@ def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | No
         external = did = None
 
     answered = call.answered or (call.partial and _looks_answered(call, origin))
+    answered_by, last_agent = call.answered_by, call.last_agent
+    if answered and not call.answered:
+        up = [c.label for c in call.channels if c.kind is Kind.PHONE and c.up and c is not origin]
+        answered_by = last_agent = up[0] if up else None
     status = _status(call, direction, answered, interrupted)
     caller_ext = caller.label if caller is not None else None
 
@@ -86,8 +90,8 @@ def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | No
         answered_by = None
         final_agent = caller_ext
     else:
-        answered_by = call.answered_by if answered else None
-        final_agent = call.last_agent if answered else None
+        answered_by = answered_by if answered else None
+        final_agent = last_agent if answered else None
 
     started = _utc(call.started_at)
     answered_at = _utc(call.answered_at) if answered else None

@@ -420,9 +420,18 @@ class Tracker:
         self._connect(chan, at)
 
     def _on_bridge_leave(self, event: Event, at: float | None) -> None:
-        chan = self._chans.get(event.get("Uniqueid", ""))
+        chan = self._chans.get(event.get("Uniqueid", "")) or self._late_channel(event, at)
         if chan is not None and chan.bridge == event.get("BridgeUniqueid"):
             self._leave_bridge(chan)
+
+    def _late_channel(self, event: Event, at: float | None) -> Chan | None:
+        """A channel first seen leaving: only worth creating for a call whose start we
+        missed (connected mid-call), where its last snapshot (Up: it had been answered)
+        is all we will learn of it and it keeps the call open until it hangs up."""
+        known = self._calls.get(event.get("Linkedid", ""))
+        if known is None or not known.partial:
+            return None
+        return self._channel(event, at)
 
     def _on_bridge_destroy(self, event: Event, at: float | None) -> None:
         members = self._bridges.pop(event.get("BridgeUniqueid", ""), None)
@@ -435,9 +444,10 @@ class Tracker:
         if not uid:
             self._malformed(event, "no Uniqueid")
             return None
-        chan = self._chans.pop(uid, None)
+        chan = self._chans.get(uid) or self._late_channel(event, at)
         if chan is None:
             return None
+        del self._chans[uid]
         call = chan.call
         if event.get("ChannelState") == _UP:
             chan.up = True
@@ -484,7 +494,10 @@ class Tracker:
         transferee = self._chans.get(event.get("TransfereeUniqueid", ""))
         anchor_chan = transferer or transferee
         if anchor_chan is None:
-            self._malformed(event, "BlindTransfer names no known channel")
+            if not (event.get("TransfererUniqueid") or event.get("TransfereeUniqueid")):
+                self._malformed(event, "no TransfererUniqueid nor TransfereeUniqueid")
+            else:  # channels we never saw: started mid-call
+                log.debug("tracker: BlindTransfer at %s names no known channel", _where(event))
             return
         if (
             transferer is not None
@@ -513,7 +526,10 @@ class Tracker:
         target = get(event.get("TransferTargetUniqueid", ""))
         known = [c for c in (transferee, orig, second, target) if c is not None]
         if not known:
-            self._malformed(event, "AttendedTransfer names no known channel")
+            if not any(event.get(k) for k in _ATTENDED_IDS):
+                self._malformed(event, "no transferer, transferee or target Uniqueid")
+            else:
+                log.debug("tracker: AttendedTransfer at %s names no known channel", _where(event))
             return
         calls = sorted({id(c.call): c.call for c in known}.values(), key=lambda c: c.seq)
         for other in calls[1:]:
@@ -695,6 +711,14 @@ _QUEUE_EVENTS: Final = (
     "AgentDump",
     "Join",
     "Leave",
+)
+
+
+_ATTENDED_IDS: Final = (
+    "OrigTransfererUniqueid",
+    "SecondTransfererUniqueid",
+    "TransfereeUniqueid",
+    "TransferTargetUniqueid",
 )
 
 
