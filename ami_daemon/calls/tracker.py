@@ -420,9 +420,19 @@ class Tracker:
         self._connect(chan, at)
 
     def _on_bridge_leave(self, event: Event, at: float | None) -> None:
-        chan = self._chans.get(event.get("Uniqueid", "")) or self._late_channel(event, at)
+        chan = self._known(event) or self._late_channel(event, at)
         if chan is not None and chan.bridge == event.get("BridgeUniqueid"):
             self._leave_bridge(chan)
+
+    def _known(self, event: Event) -> Chan | None:
+        """The live channel an event names, noticing a re-stamped Linkedid even on the
+        channel's last events (re-stamped, then hung up at once)."""
+        chan = self._chans.get(event.get("Uniqueid", ""))
+        if chan is not None:
+            linkedid = event.get("Linkedid")
+            if linkedid and self._calls.get(linkedid) is not chan.call:
+                self._relink(chan, linkedid)
+        return chan
 
     def _late_channel(self, event: Event, at: float | None) -> Chan | None:
         """A channel first seen leaving: only worth creating for a call whose start we
@@ -444,7 +454,7 @@ class Tracker:
         if not uid:
             self._malformed(event, "no Uniqueid")
             return None
-        chan = self._chans.get(uid) or self._late_channel(event, at)
+        chan = self._known(event) or self._late_channel(event, at)
         if chan is None:
             return None
         del self._chans[uid]
