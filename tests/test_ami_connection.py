@@ -27,7 +27,7 @@ from ami_daemon.ami.connection import (
     LinkUp,
     StreamItem,
 )
-from ami_daemon.ami.reader import AmiMessage, StreamDecoder
+from ami_daemon.ami.reader import AmiMessage, StreamDecoder, iter_messages
 from ami_daemon.ami.simulator import Simulator, SimulatorOptions
 from ami_daemon.ami.timeline import ReplayEvent, Timeline, build_timeline, encode, load_capture
 from ami_daemon.config import AmiConfig
@@ -282,7 +282,7 @@ async def test_originate_always_carries_async_and_waits_for_originate_response(s
 async def test_half_open_link_is_noticed_by_the_keepalive_and_replaced(simulator) -> None:  # type: ignore[no-untyped-def]
     """The simulator stops answering (socket open); the Ping timeout reconnects."""
     sim = await simulator(stall_after=40)
-    connection = AmiConnection(ami_config(sim.port, ping_interval=0.1, ping_timeout=0.2))
+    connection = AmiConnection(ami_config(sim.port, ping_interval=0.2, ping_timeout=0.5))
     await connection.start()
     collector = Collector(connection).start()
     await drain(sim, connection)
@@ -426,3 +426,29 @@ async def test_asterisk_restart_announced_by_shutdown_reconnects(simulator) -> N
     down = collector.markers()[1]
     assert isinstance(down, LinkDown) and down.session == 1
     assert connection.sessions == 2
+
+
+@pytest.mark.asyncio
+async def test_recorder_flushes_while_the_link_is_quiet_and_appends(simulator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ami_daemon.ami.recorder import CaptureRecorder
+
+    sim = await simulator()
+    path = tmp_path / "live.raw"
+    path.write_bytes(b"")
+    recorder = CaptureRecorder(path, flush_interval=0.05).open()
+    connection = AmiConnection(ami_config(sim.port), on_bytes=recorder.write)
+    await connection.start()
+    await drain(sim, connection)
+    # Not closed yet: the timer has pushed everything to the file already.
+    for _ in range(100):
+        if path.stat().st_size == recorder.bytes_written:
+            break
+        await asyncio.sleep(0.02)
+    assert path.stat().st_size == recorder.bytes_written > 60_000
+    await connection.close()
+    recorder.close()
+    data = path.read_bytes()
+    assert data.startswith(b"Asterisk Call Manager/9.0.0\r\nResponse: Success\r\n")
+    assert b"Response: Goodbye\r\n" in data  # the Logoff answer is recorded too
+    events = [m.headers for m in iter_messages(data) if m.get("Event") not in (None, "FullyBooted")]
+    assert events == replayed(sim)
