@@ -23,7 +23,7 @@ import pytest_asyncio
 from ami_daemon.ami.fastagi_client import AgiScript, parse_agi_log, play_agi, split_args
 from ami_daemon.ami.reader import AmiMessage, StreamDecoder, read_capture
 from ami_daemon.ami.simulator import Simulator, SimulatorOptions
-from ami_daemon.ami.timeline import Timeline, build_timeline, encode, load_capture
+from ami_daemon.ami.timeline import build_timeline, encode, load_capture
 from ami_daemon.errors import UserError
 from tests.paths import REPO, TRACES
 
@@ -537,7 +537,3 @@ def test_simulate_cli_rejects_bad_arguments(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
-
-
-def _timeline(capture: Path) -> Timeline:
-    return build_timeline([load_capture(capture)])
