@@ -123,8 +123,11 @@ async def crm_lookup(
     decision = await _decide(channel, env, owners, routing, settings, budget)
     for name, value in decision.variables():
         await channel.set_variable(name, value)
-    level = logging.INFO if decision.status is LookupStatus.OK else logging.WARNING
-    log.log(level, "crm_lookup %s: %s (%s)", env.uniqueid, decision.status.value, decision.reason)
+    # one line per call at DEBUG (metrics count them); failures always show
+    level = logging.DEBUG if decision.status is LookupStatus.OK else logging.WARNING
+    if log.isEnabledFor(level):
+        status, reason = decision.status.value, decision.reason
+        log.log(level, "crm_lookup %s: %s (%s)", env.uniqueid, status, reason)
     return decision
 
 

@@ -64,11 +64,15 @@ class StreamChannel:
         self._timeout = timeout
 
     async def command(self, text: str) -> AgiResponse:
-        """Send one command line and read Asterisk's answer (AgiHangup when gone)."""
+        """Send one command line and read Asterisk's answer (AgiHangup when gone).
+
+        ``asyncio.timeout`` rather than ``wait_for``: no extra task per command.
+        """
         try:
-            self._writer.write(text.encode("utf-8") + b"\n")
-            await asyncio.wait_for(self._writer.drain(), self._timeout)
-            return await asyncio.wait_for(self._read_response(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                self._writer.write(text.encode("utf-8") + b"\n")
+                await self._writer.drain()
+                return await self._read_response()
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise AgiHangup(f"connection lost: {exc!r}") from None
         except TimeoutError:
@@ -119,16 +123,13 @@ async def _readline(reader: asyncio.StreamReader) -> str | None:
 async def read_environment(reader: asyncio.StreamReader, timeout: float) -> AgiEnvironment | None:
     """The ``agi_*`` block, or None when the client left before its blank line."""
     parser = EnvironmentParser()
-
-    async def read() -> AgiEnvironment | None:
+    async with asyncio.timeout(timeout):
         while True:
             line = await _readline(reader)
             if line is None:
                 return None
             if parser.feed(line):
                 return parser.result()
-
-    return await asyncio.wait_for(read(), timeout)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class FastAgiServer:
         assert task is not None  # always inside start_server's task
         self._sessions.add(task)
         try:
-            await asyncio.wait_for(self._session(reader, writer, peer), self._session_timeout)
+            async with asyncio.timeout(self._session_timeout):
+                await self._session(reader, writer, peer)
         except TimeoutError:
             log.warning(
                 "FastAGI %s: session longer than %.0f s, closed", peer, self._session_timeout
