@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ami_daemon import cli, config
-from ami_daemon.ami.connection import AmiConnection, LinkDown, LinkUp
+from ami_daemon.ami.connection import AmiConnection, ChannelSnapshot, LinkDown, LinkUp
 from ami_daemon.ami.simulator import Simulator, SimulatorOptions
 from ami_daemon.ami.timeline import build_timeline, load_capture
 from ami_daemon.calls.tracker import Tracker
@@ -48,17 +48,19 @@ async def live_calls(
     capture: Path,
     cfg: Path,
     on_reconnect: Callable[[AmiConnection, Tracker, Simulator], Any] | None = None,
+    snapshot: bool = False,
     **options: Any,
 ) -> tuple[list[dict[str, Any]], list[object], Simulator]:
     """Serve the capture, consume the live stream into a tracker like the daemon does."""
     pbx = config.load(cfg).pbx
     sim = Simulator(
         build_timeline([load_capture(capture)]),
-        SimulatorOptions(secret=SECRET, speed=None, **options),
+        SimulatorOptions(secret=SECRET, **{"speed": None, **options}),
     )
     await sim.start()
     connection = AmiConnection(
-        AmiConfig(port=sim.port, username="ami-daemon", secret=SECRET, reconnect_max_delay=0.5)
+        AmiConfig(port=sim.port, username="ami-daemon", secret=SECRET, reconnect_max_delay=0.5),
+        snapshot=snapshot,
     )
     tracker = Tracker(pbx)
     summaries: list[dict[str, Any]] = []
@@ -71,6 +73,9 @@ async def live_calls(
                 summaries.extend(s.to_json_dict() for s in tracker.feed(message, received_at))
             else:
                 markers.append(item)
+                if isinstance(item, ChannelSnapshot) and item.reconnect:
+                    ended = tracker.end_missing(item.uniqueids)
+                    summaries.extend(s.to_json_dict() for s in ended)
                 if isinstance(item, LinkUp) and item.reconnect and on_reconnect is not None:
                     ended = await on_reconnect(connection, tracker, sim)
                     summaries.extend(s.to_json_dict() for s in ended)
@@ -161,6 +166,75 @@ async def test_call_whose_end_was_missed_ends_interrupted_once(
     for key in ("direction", "external_number", "did", "answered_by", "queue", "started_at"):
         assert call[key] == expected[0][key]
     assert [type(m) for m in markers] == [LinkUp, LinkDown, LinkUp, LinkDown]
+
+
+@pytest.mark.parametrize("break_after", [40, 75, 120])
+@pytest.mark.asyncio
+async def test_channel_snapshot_sits_exactly_where_asterisk_took_it(break_after: int) -> None:
+    """Reconnect while the replay runs on: the snapshot matches the events before it.
+
+    Paced at 20x so that the first session's snapshot (taken right after the
+    login, 30 ms before the capture's second event) is answered before the break.
+    """
+    sim = Simulator(
+        build_timeline([load_capture(TRANSFER)]),
+        SimulatorOptions(secret=SECRET, speed=20.0, drop_after=break_after),
+    )
+    await sim.start()
+    connection = AmiConnection(
+        AmiConfig(port=sim.port, username="ami-daemon", secret=SECRET, reconnect_max_delay=0.5),
+        snapshot=True,
+    )
+    items: list[object] = []
+    try:
+        await connection.start()
+
+        async def consume() -> None:
+            async for item in connection.stream():
+                items.append(item)
+
+        consumer = asyncio.create_task(consume())
+        await sim.wait_done(20)
+        await connection.ping()
+        await connection.close()
+        await asyncio.wait_for(consumer, 10)
+    finally:
+        await connection.close()
+        await sim.close()
+    snapshots = [i for i in items if isinstance(i, ChannelSnapshot)]
+    assert [s.session for s in snapshots] == [1, 2]
+    alive: set[str] = set()
+    for item in items:
+        if isinstance(item, ChannelSnapshot):
+            assert item.uniqueids == alive
+        elif isinstance(item, tuple):
+            event = item[0]
+            if event.get("Event") == "Newchannel":
+                alive.add(event["Uniqueid"])
+            elif event.get("Event") == "Hangup":
+                alive.discard(event["Uniqueid"])
+    assert snapshots[0].uniqueids == frozenset()
+    assert snapshots[1].uniqueids, "the call was going on at the reconnect"
+
+
+@pytest.mark.asyncio
+async def test_snapshot_after_reconnect_ends_the_missed_call_interrupted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [expected] = file_calls(QUEUE_CALL, LAB, capsys)
+    got, markers, _ = await live_calls(
+        QUEUE_CALL, LAB, snapshot=True, drop_after=120, lost_events=10_000, speed=20.0
+    )
+    assert [(c["call_id"], c["status"]) for c in got] == [(expected["call_id"], "interrupted")]
+    assert got[0]["answered_by"] == expected["answered_by"] == "201"
+    assert [type(m) for m in markers] == [
+        LinkUp,
+        ChannelSnapshot,
+        LinkDown,
+        LinkUp,
+        ChannelSnapshot,
+        LinkDown,
+    ]
 
 
 @pytest.mark.asyncio

@@ -28,6 +28,12 @@ One :class:`AmiConnection` holds one manager session and keeps it up:
   the owner can reconcile (``CoreShowChannels``) at the right point of the
   stream.  ``LinkUp`` is enqueued synchronously when the login answer is
   parsed, before any event of the new session.
+* **Channel snapshots** (``snapshot=True``): after every login the
+  connection asks ``CoreShowChannels`` and puts the answer in the stream as a
+  :class:`ChannelSnapshot` at the exact point where Asterisk wrote it, so the
+  owner reconciles a reconnect (``Tracker.end_missing``) without racing the
+  events that keep arriving.  If the link fails before the list is complete,
+  the session has no snapshot (its ``LinkDown`` follows).
 * **FullyBooted.**  Asterisk sends ``Event: FullyBooted`` right after a login
   when it has finished starting, or later when a login happened while it was
   still booting (the AMI port opens early).  The event is passed on in the
@@ -72,6 +78,7 @@ __all__ = [
     "AmiError",
     "AmiLoginError",
     "AmiNotConnected",
+    "ChannelSnapshot",
     "Event",
     "LinkDown",
     "LinkUp",
@@ -123,7 +130,35 @@ class LinkDown:
     at: float
 
 
-StreamItem = Event | LinkUp | LinkDown
+@dataclass(frozen=True)
+class ChannelSnapshot:
+    """The channels Asterisk had, placed in the stream exactly where Asterisk said so.
+
+    With ``snapshot=True`` the connection asks ``CoreShowChannels`` after
+    every login.  Asterisk writes the list between the events of the session:
+    events before this marker happened before the list was taken, events
+    after it happened after.  A consumer that applies it in order can
+    reconcile a reconnect without races: a channel missing here and not
+    created by an event after it ended while the link was down.
+    ``channels`` are the ``CoreShowChannel`` events (``Uniqueid``,
+    ``Linkedid``, ``Channel``, ``ChannelStateDesc``, ``BridgeId``,
+    ``Duration``…).
+    """
+
+    session: int
+    channels: tuple[Mapping[str, str], ...]
+    at: float
+
+    @property
+    def uniqueids(self) -> frozenset[str]:
+        return frozenset(c["Uniqueid"] for c in self.channels if "Uniqueid" in c)
+
+    @property
+    def reconnect(self) -> bool:
+        return self.session > 1
+
+
+StreamItem = Event | LinkUp | LinkDown | ChannelSnapshot
 
 
 @dataclass(frozen=True)
@@ -189,7 +224,8 @@ class AmiConnection:
     is the Login ``Events`` value (``on``, ``off`` or a list of classes such
     as ``call,agent``); ``event_filter`` optionally restricts the session to
     these event names with an Asterisk ``Filter`` action (less traffic; the
-    tracker's ``handled_events()`` is the list to give).
+    tracker's ``handled_events()`` is the list to give); ``snapshot`` puts a
+    :class:`ChannelSnapshot` in the stream after every login.
     """
 
     def __init__(
@@ -200,6 +236,7 @@ class AmiConnection:
         events: str = "on",
         event_filter: Iterable[str] | None = None,
         md5: bool = False,
+        snapshot: bool = False,
         on_bytes: Callable[[bytes], None] | None = None,
         observers: Sequence[Callable[[AmiMessage], None]] = (),
         name: str = "ami",
@@ -211,6 +248,7 @@ class AmiConnection:
             sorted(set(event_filter) | ALWAYS_WANTED) if event_filter is not None else None
         )
         self._md5 = md5
+        self._snapshot = snapshot
         self._on_bytes = on_bytes
         self._observers = tuple(observers)
         self.name = name
@@ -480,6 +518,8 @@ class AmiConnection:
             await self._login(protocol)
             if self._filter:
                 await self._install_filter()
+            if self._snapshot:
+                await self._take_snapshot(protocol)
             keepalive = asyncio.create_task(self._keepalive(protocol), name=f"{self.name}-ping")
             if self._started is not None and not self._started.done():
                 self._started.set_result(None)
@@ -545,6 +585,18 @@ class AmiConnection:
                 answer.get("Message", ""),
             )
 
+    async def _take_snapshot(self, protocol: AmiProtocol) -> None:
+        """``CoreShowChannels``; the protocol puts the list in the stream when complete."""
+        action_id = f"{self.name}-snapshot-{self.sessions}"
+        protocol.snapshot_ids[action_id] = []
+        try:
+            await self.send_action(
+                {"Action": "CoreShowChannels", "ActionID": action_id}, as_list=True
+            )
+        except AmiActionTimeout:
+            protocol.snapshot_ids.pop(action_id, None)
+            log.warning("%s: no channel list after the login; no snapshot this time", self.name)
+
     async def _keepalive(self, protocol: AmiProtocol) -> None:
         interval = self.config.ping_interval
         while not protocol.closed:
@@ -607,6 +659,9 @@ class AmiConnection:
             self.banner or "no banner",
             f", reconnect #{self.sessions - 1}" if self.sessions > 1 else "",
         )
+
+    def on_snapshot(self, channels: list[AmiMessage]) -> None:
+        self._inbox.put(ChannelSnapshot(self.sessions, tuple(channels), time.time()))
 
     def on_malformed(self, problem: Malformed) -> None:
         self.malformed += 1

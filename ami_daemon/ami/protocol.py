@@ -78,6 +78,8 @@ class ProtocolOwner(Protocol):
 
     def on_malformed(self, problem: Malformed) -> None: ...
 
+    def on_snapshot(self, channels: list[AmiMessage]) -> None: ...
+
     def on_lost(self, protocol: AmiProtocol, exc: BaseException | None) -> None: ...
 
 
@@ -117,6 +119,8 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
         self.owner = owner
         self.decoder = StreamDecoder(on_malformed=self._malformed)
         self.banner: str | None = None
+        #: CoreShowChannels actions whose list goes in the stream: ActionID → items so far
+        self.snapshot_ids: dict[str, list[AmiMessage]] = {}
 
     def _malformed(self, problem: Malformed) -> None:
         if self.owner is not None:
@@ -147,6 +151,8 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
         for message in messages:
             action_id = message.get("ActionID")
             if action_id is not None and action_id in responses:
+                if action_id in self.snapshot_ids:
+                    self._collect(message, action_id, owner)
                 self._answer(message, action_id)
             elif "Event" in message:
                 owner.on_event(message, received_at)
@@ -158,6 +164,17 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
                         self.transport.close()
             else:
                 log.debug("AMI response nobody waits for: %r", dict(message))
+
+    def _collect(self, message: AmiMessage, action_id: str, owner: ProtocolOwner) -> None:
+        """Gather a snapshot's channels; hand them over, in place, when the list ends."""
+        event = message.get("Event")
+        if event == "CoreShowChannel":
+            self.snapshot_ids[action_id].append(message)
+        elif event == "CoreShowChannelsComplete":
+            owner.on_snapshot(self.snapshot_ids.pop(action_id))
+        elif message.get("Response") not in (None, "Success"):
+            self.snapshot_ids.pop(action_id, None)
+            log.warning("Asterisk refused CoreShowChannels: %s", message.get("Message"))
 
     def _answer(self, message: AmiMessage, action_id: str) -> None:
         try:
