@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -109,15 +110,24 @@ def hostile_bytes() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("kind", sorted(hostile_bytes()))
 def test_hostile_bytes_are_survived(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     data = hostile_bytes()[kind]
     calls = run(list(iter_messages(data)), LAB)
     check_summaries(calls)
     assert len(calls) == 1
     if kind == "truncated":
         assert calls[0].status is CallStatus.INTERRUPTED
+        # What was known before the cut (in the first BridgeEnter): 201 rang, no talk yet.
+        assert calls[0].agents_rung == ("201",) and calls[0].answered_by is None
     else:
         assert calls[0].status is CallStatus.ANSWERED
         assert calls[0].answered_by == "201"
+    if kind in ("truncated", "no_colon", "garbage"):
+        # Logged with the byte offset of the bad part, which is inside the data.
+        offsets = [int(m.group(1)) for m in re.finditer(r"byte (\d+)", caplog.text)]
+        assert offsets and all(0 <= o < len(data) for o in offsets)
+    if kind == "huge_value":
+        assert calls[0].external_number == "+34600111222"  # a 1 MB name is only a name
 
 
 def test_unknown_and_noise_events_change_nothing() -> None:

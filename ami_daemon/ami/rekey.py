@@ -64,7 +64,12 @@ def _vary_number(number: str, copy: int) -> str:
 def rekey_one(
     events: Sequence[Mapping[str, str]], copy: int, shift: float = 0.0, prefix: str = "rk"
 ) -> list[AmiMessage]:
-    """Copy number ``copy`` of ``events``: fresh ids, caller numbers and times."""
+    """Copy number ``copy`` of ``events``: fresh ids, caller numbers and times.
+
+    Non-events (responses) are dropped; every event keeps its headers one for
+    one, in order, only values changed (the simulator pairs them up to carry
+    the renames over to the capture's AGI dialogue).
+    """
     tag = f"k{copy}"
     id_prefix = f"{prefix}{copy}-"
     out: list[AmiMessage] = []
