@@ -1,0 +1,359 @@
+"""The running daemon: AMI → tracker → spool → rules → CRM, plus FastAGI and metrics.
+
+One process, one event loop, and these tasks:
+
+- the **consumer**: reads the AMI connection's stream in arrival order and
+  feeds the tracker; every call that ends is handed to the writer, which
+  spools it durably before the consumer goes on (nothing slow happens here:
+  the CRM write is the writer's job);
+- the **writer** (:class:`~ami_daemon.writer.CallWriter`): spooled calls to
+  PostgreSQL, oldest first, retried while the database is down;
+- the **FastAGI server** (when ``agi.enabled``), the **metrics** endpoint,
+  the systemd **watchdog**.
+
+Signals: SIGTERM/SIGINT stop taking events, let the writer finish the calls
+being written (bounded by ``STOP_GRACE`` seconds; whatever is left stays in the
+spool for the next start) and exit 0.  SIGHUP reloads the rules as one atomic
+swap; a broken file keeps the old rules and every problem is logged with its
+file and line.  Bad input never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from ami_daemon.ami.connection import (
+    AmiConnection,
+    AmiLoginError,
+    ChannelSnapshot,
+    LinkDown,
+    LinkUp,
+)
+from ami_daemon.ami.recorder import CaptureRecorder
+from ami_daemon.calls.summary import CallSummary
+from ami_daemon.calls.tracker import Tracker
+from ami_daemon.config import Config
+from ami_daemon.crm import migrate
+from ami_daemon.crm.db import DatabaseUnavailable, redact
+from ami_daemon.errors import UserError
+from ami_daemon.logs import call_logger
+from ami_daemon.metrics import Metrics, MetricsServer
+from ami_daemon.pipeline import CallProcessor, Processed
+from ami_daemon.rules.loader import RulesSource
+from ami_daemon.sdnotify import SystemdNotifier
+from ami_daemon.spool import Spool
+from ami_daemon.writer import CallWriter
+
+log = logging.getLogger(__name__)
+
+#: Longest a stop waits for the calls being written.
+STOP_GRACE = 10.0
+
+
+class SchemaBehind(UserError):
+    """The CRM schema needs migrations the daemon expects; says the command to run."""
+
+
+class Daemon:
+    """Everything ``ami-daemon run`` runs; also embeddable in tests and the demo."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        record: Path | None = None,
+        notifier: SystemdNotifier | None = None,
+        metrics: Metrics | None = None,
+        on_written: Callable[[Processed], None] | None = None,
+        rules_path: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.record_path = record
+        self.notifier = notifier or SystemdNotifier()
+        self.metrics = metrics or Metrics()
+        self.rules = RulesSource(rules_path or config.rules.path, config.pbx.region)
+        self.tracker = Tracker(config.pbx)
+        self._on_written = on_written
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._pool: asyncpg.Pool | None = None
+        self._ami: AmiConnection | None = None
+        self._recorder: CaptureRecorder | None = None
+        self._agi: Any = None
+        self._metrics_server: MetricsServer | None = None
+        self.writer: CallWriter | None = None
+        self.agi_port: int | None = None
+        self.metrics_port: int | None = None
+        self.ready = asyncio.Event()
+        #: what stopped the daemon when it was not a signal (login refused, a bug)
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------------ start
+
+    async def _open_database(self) -> asyncpg.Pool:
+        dsn = self.config.require_dsn()
+        db = self.config.database
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=0,
+                max_size=db.pool_max,
+                timeout=db.connect_timeout,
+                command_timeout=30,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:  # pragma: no cover - min_size=0
+            raise DatabaseUnavailable(f"cannot reach {redact(dsn)}: {exc}") from None
+        assert pool is not None
+        try:
+            async with pool.acquire(timeout=db.connect_timeout) as conn:
+                todo = await migrate.pending(conn)
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            log.error(
+                "CRM database %s unreachable at start (%s); finished calls will wait "
+                "in the spool %s",
+                redact(dsn),
+                exc,
+                self.config.spool.path,
+            )
+            return pool
+        if todo:
+            await pool.close()
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
+            raise SchemaBehind(
+                f"the CRM schema at {redact(dsn)} is behind ({names} pending): run "
+                f"'ami-daemon migrate{self._config_flag()}' first"
+            )
+        return pool
+
+    def _config_flag(self) -> str:
+        return f" --config {self.config.source}" if self.config.source else ""
+
+    async def start(self) -> None:
+        """Load rules, open the CRM, start servers and the AMI link; raise on misconfiguration."""
+        self.rules.load()
+        self._pool = await self._open_database()
+        processor = CallProcessor(self._pool, lambda: self.rules.current, self.config.pbx.zone)
+        spool = Spool(self.config.spool.path, self.config.spool.warn_bytes)
+        self.writer = CallWriter(
+            spool,
+            processor.process,
+            self.metrics,
+            max_backoff=self.config.ami.reconnect_max_delay,
+            on_written=self._on_written,
+        )
+        self._spawn(self.writer.run(), "crm-writer")
+        if self.config.agi.enabled:
+            await self._start_agi()
+        if self.config.metrics.enabled:
+            self._metrics_server = MetricsServer(
+                self.metrics, self.config.metrics.bind, self.config.metrics.port
+            )
+            await self._metrics_server.start()
+            self.metrics_port = self._metrics_server.port
+        if self.record_path is not None:
+            self._recorder = CaptureRecorder(self.record_path).open()
+        self._ami = AmiConnection(
+            self.config.ami,
+            self.config.ami_secret(),
+            on_bytes=self._recorder.write if self._recorder else None,
+            observers=[self._observe],
+            snapshot=True,
+        )
+        self._spawn(self._connect_and_consume(), "ami-consumer")
+        if self.notifier.watchdog_seconds:
+            self._spawn(self._watchdog(self.notifier.watchdog_seconds / 2), "watchdog")
+
+    async def _start_agi(self) -> None:
+        from ami_daemon.agi.embed import start_fastagi
+
+        self._agi = await start_fastagi(self.config, self.rules, self.metrics)
+        self.agi_port = self._agi.port
+
+    def _observe(self, _message: Any) -> None:
+        self.metrics.events_received.inc()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, UserError):
+                log.error(
+                    "task %s failed: %r — stopping the daemon", task.get_name(), exc, exc_info=exc
+                )
+            self.failure = exc
+            self._stop.set()
+
+    # ------------------------------------------------------------------ AMI side
+
+    async def _connect_and_consume(self) -> None:
+        assert self._ami is not None
+        try:
+            await self._ami.start()
+        except AmiLoginError as exc:
+            raise UserError(
+                f"Asterisk refused the AMI login at {self._ami.where}: {exc} "
+                "(check ami.username/secret and manager.conf)"
+            ) from None
+        self.metrics.ami_connected.set(1)
+        self.ready.set()
+        self.notifier.ready(f"connected to Asterisk at {self._ami.where}")
+        async for item in self._ami.stream():
+            if isinstance(item, tuple):
+                message, received_at = item
+                for summary in self.tracker.feed(message, received_at):
+                    self._call_ended(summary)
+                self.metrics.calls_in_progress.set(self.tracker.open_calls())
+            elif isinstance(item, ChannelSnapshot):
+                if item.reconnect:
+                    self._reconcile(item)
+            elif isinstance(item, LinkUp):
+                self.metrics.ami_connected.set(1)
+                if item.reconnect:
+                    self.metrics.ami_reconnects.inc()
+            elif isinstance(item, LinkDown):
+                self.metrics.ami_connected.set(0)
+                log.warning("AMI link down: %s", item.reason)
+
+    def _reconcile(self, snapshot: ChannelSnapshot) -> None:
+        """After a reconnect: calls whose channels vanished while the link was down end here.
+
+        The connection asked Asterisk which channels still exist
+        (``CoreShowChannels``) and placed the answer in the stream where
+        Asterisk took it.  Calls with a channel still alive go on being
+        tracked; the others ended unseen and are reported ``interrupted`` with
+        what is known.
+        """
+        ended = self.tracker.end_missing(snapshot.uniqueids)
+        if ended:
+            log.warning("%d call(s) ended while the AMI link was down", len(ended))
+        for summary in ended:
+            self._call_ended(summary)
+
+    def _call_ended(self, summary: CallSummary) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.submit(summary)
+        except Exception:
+            call_logger(log, summary.call_id).exception(
+                "could not spool the finished call; it is lost from this daemon (the CDR "
+                "backfill can recover it)"
+            )
+
+    # ------------------------------------------------------------------ run/stop
+
+    async def _watchdog(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self.notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    def reload_rules(self) -> bool:
+        """SIGHUP: swap in the new rules, or keep the old ones and log why."""
+        problems = self.rules.reload()
+        if problems:
+            self.metrics.rules_reloads.labels(result="error").inc()
+            log.error("rules reload failed; the previous rules stay in force:")
+            for problem in problems:
+                log.error("  %s", problem)
+            return False
+        self.metrics.rules_reloads.labels(result="ok").inc()
+        log.info("rules reloaded from %s", self.rules.path)
+        return True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Stop taking events, finish the calls being written, close everything."""
+        self.notifier.stopping()
+        if self._ami is not None:
+            await self._ami.close()
+        self.metrics.ami_connected.set(0)
+        if self.writer is not None:
+            drained = await self.writer.drain(STOP_GRACE)
+            if not drained:
+                log.warning(
+                    "%d call(s) not yet written stay in the spool for the next start",
+                    self.writer.spool.depth,
+                )
+            self.writer.stop()
+        open_calls = self.tracker.open_calls()
+        if open_calls:
+            log.warning(
+                "%d call(s) still in progress at stop; the CDR backfill at the next "
+                "start recovers them",
+                open_calls,
+            )
+        if self._agi is not None:
+            await self._agi.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.writer is not None:
+            self.writer.spool.close()
+        if self._pool is not None:
+            await self._pool.close()
+        if self._recorder is not None:
+            self._recorder.close()
+        self.notifier.close()
+
+    async def run_until_signalled(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop; SIGHUP reloads the rules."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        try:
+            await self.start()
+            log.info(
+                "ami-daemon running for PBX %r (AMI %s:%d)",
+                self.config.pbx.name,
+                self.config.ami.host,
+                self.config.ami.port,
+            )
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            started = time.monotonic()
+            await self.stop()
+            log.info(
+                "stopped in %.1f s at %s",
+                time.monotonic() - started,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        if self.failure is not None:
+            if isinstance(self.failure, UserError):
+                raise self.failure
+            return 1
+        return 0
