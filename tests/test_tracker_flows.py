@@ -90,9 +90,14 @@ class Script:
             headers.update(self.snapshot(src))
         self.add("DialEnd", DialStatus=status, **headers)
 
-    def bridge(self, bridge: str, *chans: Chan, technology: str = "simple_bridge") -> None:
+    def bridge(
+        self, bridge: str, *chans: Chan, technology: str = "simple_bridge", kind: str = "basic"
+    ) -> None:
         for chan in chans:
-            self.emit("BridgeEnter", chan, BridgeUniqueid=bridge, BridgeTechnology=technology)
+            self.emit(
+                "BridgeEnter", chan, BridgeUniqueid=bridge, BridgeTechnology=technology,
+                BridgeType=kind,
+            )  # fmt: skip
 
     def unbridge(self, bridge: str, *chans: Chan) -> None:
         for chan in chans:
@@ -324,7 +329,7 @@ def test_parked_callers_side_by_side_in_a_holding_bridge_did_not_talk() -> None:
     s = Script()
     a = s.chan("SIP/trunk", exten="911234567", cid="600111222")
     b = s.chan("SIP/trunk", exten="911234567", cid="600111333")
-    s.bridge("parking-lot", a, b, technology="holding_bridge")
+    s.bridge("parking-lot", a, b, technology="holding_bridge", kind="parking")
     s.hangup(a, b, cause="0")
     calls = s.run()
     assert [c.status for c in calls] == [CallStatus.MISSED, CallStatus.MISSED]
@@ -439,3 +444,24 @@ def test_outbound_number_is_what_the_phone_dialled_with_the_outside_prefix_remov
     (call,) = s.run(PbxConfig(region="ES", outside_prefix="9"))
     assert call.external_number == "+34600111222"
     assert call.status is CallStatus.ANSWERED and call.talk_seconds == 2
+
+
+def test_callers_in_a_conference_room_stay_separate_calls_answered_by_the_employee() -> None:
+    """ConfBridge rooms are plain ("base") bridges: Asterisk does not merge the
+    Linkedids of their members, and neither does the tracker."""
+    s = Script()
+    t1 = s.chan("SIP/trunk", exten="911234567", cid="600000001")
+    t2 = s.chan("SIP/trunk", exten="911234567", cid="600000002")
+    host = s.chan("SIP/201", exten="800")
+    s.up(t1)
+    s.up(t2)
+    s.up(host)
+    s.bridge("room", host, t1, t2, technology="softmix", kind="base")
+    s.hangup(t1, t2, host)
+    calls = s.run()
+    assert len(calls) == 3
+    inbound = [c for c in calls if c.direction is Direction.INBOUND]
+    assert [(c.external_number, c.status, c.answered_by) for c in inbound] == [
+        ("+34600000001", CallStatus.ANSWERED, "201"),
+        ("+34600000002", CallStatus.ANSWERED, "201"),
+    ]

@@ -417,7 +417,10 @@ class Tracker:
         if chan not in members:
             members.append(chan)
         chan.bridge = bridge
-        self._connect(chan, at)
+        # Only basic (Dial, Queue, transfer) and Stasis mixing bridges make their
+        # channels one call (Asterisk's ast_bridge_channel_update_linkedids); a
+        # ConfBridge room joins separate calls that merely hear each other.
+        self._connect(chan, at, merge=event.get("BridgeType", "basic") in _MERGING_BRIDGES)
 
     def _on_bridge_leave(self, event: Event, at: float | None) -> None:
         chan = self._known(event) or self._late_channel(event, at)
@@ -624,36 +627,43 @@ class Tracker:
                 found.append(partner)
         return found
 
-    def _connect(self, chan: Chan, at: float | None, ignore: frozenset[Chan] = frozenset()) -> None:
-        """Record who now talks with the caller side through ``chan``'s connections
+    def _connect(
+        self,
+        chan: Chan,
+        at: float | None,
+        ignore: frozenset[Chan] = frozenset(),
+        merge: bool = True,
+    ) -> None:
+        """Record who now talks with each caller side through ``chan``'s connections
         (``ignore``: transferers still bridged for an instant after handing over)."""
         component = self._component(chan)
         parties = [c for c in component if c.kind is not Kind.HELPER and c not in ignore]
         if len(parties) < 2:
             return
-        first = component[0].call
-        for other in component[1:]:
-            if other.call is not first:
-                self._merge_pair(first, other.call)
-                first = component[0].call
-        call = chan.call
-        anchor = call.anchor
-        if anchor is None or anchor not in parties:
-            return
-        agent: str | None = None
-        for party in parties:
-            if party is anchor:
+        calls = list({id(c.call): c.call for c in component}.values())
+        if merge and len(calls) > 1:
+            keep = min(calls, key=lambda c: c.seq)
+            for other in calls:
+                self._merge(keep, other)
+            calls = [keep]
+        for call in calls:
+            anchor = call.anchor
+            if anchor is None or anchor not in parties:
                 continue
-            if not call.answered:
-                call.answered = True
-                call.answered_at = at
-            if party.kind is Kind.PHONE and agent is None:
-                agent = party.label
-                if call.answered_by is None:
-                    call.answered_by = agent
-        # Whoever talks with the caller side now is the agent at the end unless someone
-        # else takes over; handed over to an outside number, no employee is left on it.
-        call.last_agent = agent
+            agent: str | None = None
+            for party in parties:
+                if party is anchor:
+                    continue
+                if not call.answered:
+                    call.answered = True
+                    call.answered_at = at
+                if party.kind is Kind.PHONE and agent is None:
+                    agent = party.label
+                    if call.answered_by is None:
+                        call.answered_by = agent
+            # Whoever talks with the caller side now is the agent at the end unless
+            # someone takes over; handed to an outside number, no employee is left on it.
+            call.last_agent = agent
 
     def _hand_over(
         self,
@@ -723,6 +733,9 @@ _QUEUE_EVENTS: Final = (
     "Leave",
 )
 
+
+#: Bridge types (``BridgeType``) whose members Asterisk re-stamps with one Linkedid.
+_MERGING_BRIDGES: Final = frozenset({"basic", "stasis", ""})
 
 _ATTENDED_IDS: Final = (
     "OrigTransfererUniqueid",
