@@ -465,3 +465,20 @@ def test_callers_in_a_conference_room_stay_separate_calls_answered_by_the_employ
         ("+34600000001", CallStatus.ANSWERED, "201"),
         ("+34600000002", CallStatus.ANSWERED, "201"),
     ]
+
+
+def test_a_phone_that_dials_nobody_held_no_conversation() -> None:
+    """Checking voicemail (``*97``): the phone talks to an application, nobody else."""
+    s = Script()
+    phone = s.chan("SIP/201", exten="*97")
+    s.up(phone)
+    s.hangup(phone)
+    assert s.run() == []
+    s = Script()  # but dialling an extension that is unreachable is a (failed) call
+    phone = s.chan("SIP/201", exten="209")
+    callee = s.chan("SIP/209", phone.linkedid)
+    s.dial(phone, callee, "SIP/209")
+    s.dial_end(phone, callee, "CHANUNAVAIL")
+    s.hangup(callee, phone)
+    (call,) = s.run()
+    assert call.status is CallStatus.FAILED and call.direction is Direction.INTERNAL

@@ -157,7 +157,7 @@ def test_malformed_events_are_logged_with_their_offset(caplog: pytest.LogCapture
         AmiMessage(
             [
                 ("Event", "Newchannel"),
-                ("Channel", "SIP/201-2"),
+                ("Channel", "SIP/trunk-2"),
                 ("Uniqueid", "9.8"),
                 ("Timestamp", "yesterday"),
             ],

@@ -30,7 +30,8 @@ _BUSY_CAUSES = frozenset({"17", "21"})
 def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | None:
     """The summary of ``call``, or None when it is no call at all.
 
-    No call: a conversation of helper channels only, and an originate
+    No call: a conversation of helper channels only, a phone that dialled
+    nobody (voicemail, feature codes), and an originate
     (click-to-dial, call-me-now) whose first leg never answered — Asterisk
     rang the employee's own phone (asterisk20 ``06_outbound_…``: ``DialBegin``
     without ``Channel``) and nobody picked up, so nobody called anybody.
@@ -41,6 +42,15 @@ def summarize(call: Call, pbx: PbxConfig, interrupted: bool) -> CallSummary | No
     origin = call.origin if call.origin is not None else parties[0]
     originated = origin.dialled_in and (origin.dialer is None or origin.dialer.kind is Kind.HELPER)
     if originated and not origin.up:
+        return None
+    if (
+        origin.kind is Kind.PHONE
+        and len(parties) == 1
+        and not call.answered
+        and not any(c.dialled_in for c in call.channels if c is not origin)
+    ):
+        # A phone that reached no one and dialled nothing (voicemail, a feature
+        # code, a wrong number played an announcement) held no conversation.
         return None
     phones_ = [c for c in parties if c.kind is Kind.PHONE]
     trunks = [c for c in parties if c.kind is Kind.TRUNK]
