@@ -41,6 +41,12 @@ _DOWN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook: the lookup is one read-only statement and changes no session
+    state, so asyncpg's default reset (``RESET ALL; UNLISTEN *…``, one more round
+    trip per lookup) is skipped."""
+
+
 class DatabaseDown(Exception):
     """The database failed recently: not tried again until the fail-fast window ends."""
 
@@ -117,6 +123,7 @@ class PooledOwners:
                         max_size=self._pool_max,
                         timeout=self._connect_timeout,
                         max_inactive_connection_lifetime=60.0,
+                        reset=_keep_session,
                     )
         return self._pool
 
