@@ -67,7 +67,6 @@ _Handler = Callable[[Event, "float | None"], "list[CallSummary] | None"]
 #: straggling event about them (a late ``DialEnd``, a repeated ``Hangup``)
 #: does not start a phantom call.
 _MEMORY: Final = 65536
-_NO_SUMMARIES: Final[list[CallSummary]] = []
 _DIALLED: Final = re.compile(r"\+?[0-9*#]+")
 _RINGING: Final = "5"
 _UP: Final = "6"
@@ -121,7 +120,7 @@ class Tracker:
         """
         handler = self._handlers.get(event.get("Event", ""))
         if handler is None:
-            return _NO_SUMMARIES
+            return []  # a fresh list: callers may extend what they get
         self._seq += 1
         stamp = event.get("Timestamp")
         at = received_at
@@ -131,14 +130,14 @@ class Tracker:
             except ValueError:
                 self._malformed(event, f"Timestamp {stamp[:40]!r} is not a number")
         try:
-            return handler(event, at) or _NO_SUMMARIES
+            return handler(event, at) or []
         except Exception:  # never let one odd event stop the tracking of every call
             log.exception(
                 "tracker: %s event at %s could not be handled; skipped",
                 event.get("Event"),
                 _where(event),
             )
-            return _NO_SUMMARIES
+            return []
 
     def finish(self) -> list[CallSummary]:
         """End of input: every call still open is reported as ``interrupted``."""
