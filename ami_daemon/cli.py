@@ -22,6 +22,7 @@ from ami_daemon.errors import UserError
 
 #: subcommand → (module under ami_daemon.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "replay a day of real calls through the daemon on a private database"),
     "run": ("run", "run the daemon: live AMI → calls → rules → CRM, with the FastAGI server"),
     "migrate": ("migrate", "create or upgrade the CRM schema in PostgreSQL"),
     "import": ("imports", "import users, contacts or companies from CSV"),

@@ -234,7 +234,10 @@ class Daemon:
                     self.metrics.ami_reconnects.inc()
             elif isinstance(item, LinkDown):
                 self.metrics.ami_connected.set(0)
-                log.warning("AMI link down: %s", item.reason)
+                if self._stop.is_set():
+                    log.info("AMI link closed: %s", item.reason)
+                else:
+                    log.warning("AMI link down: %s", item.reason)
 
     def _reconcile(self, snapshot: ChannelSnapshot) -> None:
         """After a reconnect: calls whose channels vanished while the link was down end here.
@@ -290,6 +293,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop taking events, finish the calls being written, close everything."""
+        self._stop.set()
         self.notifier.stopping()
         if self._ami is not None:
             await self._ami.close()

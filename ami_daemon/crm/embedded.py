@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ def server_listening(host: str = "127.0.0.1", port: int = 5432, timeout: float =
         return False
 
 
-def start(name: str = "ami-daemon-embedded") -> tuple[str, Any]:
+def start(name: str = "ami-daemon-embedded", cleanup: str = "stop") -> tuple[str, Any]:
     """Start (or reuse) a private server; return its DSN and a handle to stop it.
 
-    The handle's ``cleanup()`` stops the server.  Raises ImportError with an
+    The handle's ``cleanup()`` stops the server (``cleanup="delete"``: and
+    removes its data folder).  Raises ImportError with an
     install hint when pgserver is missing.
     """
     try:
@@ -41,5 +43,9 @@ def start(name: str = "ami-daemon-embedded") -> tuple[str, Any]:
             "pip install 'ami-daemon[embedded]' or set AMI_DAEMON_DSN"
         ) from exc
     datadir = Path(tempfile.gettempdir()) / name
-    server = pgserver.get_server(datadir, cleanup_mode="stop")  # type: ignore[attr-defined]
-    return str(server.get_uri()), server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI): harmless here.
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(datadir, cleanup_mode=cleanup)  # type: ignore[attr-defined]
+        uri = str(server.get_uri())
+    return uri, server
