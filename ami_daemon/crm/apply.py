@@ -196,9 +196,13 @@ SELECT (SELECT id FROM deal) AS deal_id, (SELECT id FROM contact) AS contact_id,
        (SELECT id FROM company) AS company_id, (SELECT id FROM lead) AS lead_id
 """
 
-_LOG_ACTIVITY = f"""
+# One statement for all of a call's activities (the item and its open deal).
+_LOG_ACTIVITIES = """
 INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
-VALUES ($1, $2, $3, $4, $5, {_USER.format("$6")})
+SELECT $1, $2, a.entity_type, a.entity_id, a.status, u.id
+FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[])
+     AS a (entity_type, entity_id, status, extension)
+LEFT JOIN crm.users u ON u.extension = a.extension
 ON CONFLICT (pbx, call_id, entity_type, entity_id) DO NOTHING
 """
 
@@ -268,17 +272,19 @@ async def _create_deal(conn: asyncpg.Connection, call: _Call, a: CreateDeal) -> 
     return made
 
 
-async def _log_activity(conn: asyncpg.Connection, call: _Call, a: LogActivity) -> list[str]:
+async def _log_activities(
+    conn: asyncpg.Connection, call: _Call, acts: list[LogActivity]
+) -> list[str]:
     await conn.execute(
-        _LOG_ACTIVITY,
+        _LOG_ACTIVITIES,
         call.pbx,
         call.call_id,
-        a.entity_type,
-        a.entity_id,
-        a.status.value,
-        a.responsible,
+        [a.entity_type for a in acts],
+        [a.entity_id for a in acts],
+        [a.status.value for a in acts],
+        [a.responsible for a in acts],
     )
-    return [f"activity on {a.entity_type}:{a.entity_id}"]
+    return [f"activity on {a.entity_type}:{a.entity_id}" for a in acts]
 
 
 async def _create_pending(conn: asyncpg.Connection, call: _Call, a: CreatePendingCall) -> list[str]:
@@ -312,7 +318,6 @@ _Writer = Callable[[asyncpg.Connection, _Call, "Action"], Awaitable[list[str]]]
 _WRITERS: dict[type[Action], _Writer] = {
     CreateLead: _create_lead,  # type: ignore[dict-item]
     CreateDeal: _create_deal,  # type: ignore[dict-item]
-    LogActivity: _log_activity,  # type: ignore[dict-item]
     CreatePendingCall: _create_pending,  # type: ignore[dict-item]
     CreateCallbackTask: _create_task,  # type: ignore[dict-item]
     CloseCallbackTasks: _close_tasks,  # type: ignore[dict-item]
@@ -325,8 +330,12 @@ async def write_actions(
     """Write every action (after :func:`record_call`, same transaction); what was made."""
     call = _Call(summary.pbx, summary.call_id)
     made: list[str] = []
+    activities = [a for a in decision.actions if isinstance(a, LogActivity)]
+    if activities:
+        made.extend(await _log_activities(conn, call, activities))
     for action in decision.actions:
-        made.extend(await _WRITERS[type(action)](conn, call, action))
+        if not isinstance(action, LogActivity):
+            made.extend(await _WRITERS[type(action)](conn, call, action))
     return made
 
 
