@@ -482,3 +482,23 @@ def test_a_phone_that_dials_nobody_held_no_conversation() -> None:
     s.hangup(callee, phone)
     (call,) = s.run()
     assert call.status is CallStatus.FAILED and call.direction is Direction.INTERNAL
+
+
+def test_a_masquerade_renames_the_channel_to_the_device_now_behind_it() -> None:
+    """Older pickups masquerade the picker into the ringing channel: ``Rename`` gives
+    that Uniqueid the picker's device name, so the answer is the picker's."""
+    s = Script()
+    trunk = s.chan("SIP/trunk", exten="911234567", cid="600111222")
+    ringing = s.chan("SIP/202", trunk.linkedid)
+    s.dial(trunk, ringing)
+    s.ring(ringing)
+    s.add("Rename", Channel=ringing.name, Newname="SIP/203-0000abcd", Uniqueid=ringing.uid)
+    s.add("Rename", Channel="SIP/203-0000abcd", Newname="SIP/203-0000abcd<ZOMBIE>",
+          Uniqueid="unrelated.1")  # fmt: skip
+    ringing.name = "SIP/203-0000abcd"
+    s.up(ringing)
+    s.bridge("b1", ringing, trunk)
+    s.hangup(ringing, trunk)
+    (call,) = s.run()
+    assert call.agents_rung == ("202",)
+    assert (call.answered_by, call.final_agent) == ("203", "203")
