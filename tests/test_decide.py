@@ -363,3 +363,14 @@ def test_dry_run_json_names_every_action_type(rules: RuleSet) -> None:
         "status": "missed",
         "responsible": "202",
     }
+
+
+def test_interrupted_call_counts_as_answered_only_if_an_answer_was_seen(rules: RuleSet) -> None:
+    talked = call(external_number=KNOWN_202, status=CallStatus.INTERRUPTED)
+    (act,) = run(talked, client(), rules).actions
+    assert isinstance(act, LogActivity) and act.status is ActivityStatus.ANSWERED
+    lost = missed(external_number=KNOWN_202, status=CallStatus.INTERRUPTED)
+    assert [type(a) for a in run(lost, client(), rules).actions] == [
+        LogActivity,
+        CreateCallbackTask,
+    ]

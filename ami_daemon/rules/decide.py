@@ -27,7 +27,8 @@ decided (that text becomes ``crm.calls.crm_reason`` and the dry run's
 What Asterisk counts as answered: for inbound and internal calls an employee
 was bridged with the caller; for outbound the far end picked up.  The
 tracker's ``status`` already says so (``answered``); anything else is missed
-for an inbound call.
+for an inbound call, except an ``interrupted`` call (the daemon lost the AMI
+link before the end) in which an answer had already been seen.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def _setting(settings: NumberSettings, name: str) -> str:
 
 
 def _answered(summary: CallSummary) -> bool:
+    """Someone talked: ``answered``, or ``interrupted`` (the AMI link was lost before the
+    end was seen) after an answer had been seen."""
+    if summary.status is CallStatus.INTERRUPTED:
+        return summary.answered_at is not None or summary.answered_by is not None
     return summary.status is CallStatus.ANSWERED
 
 
