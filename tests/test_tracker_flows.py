@@ -502,3 +502,16 @@ def test_a_masquerade_renames_the_channel_to_the_device_now_behind_it() -> None:
     (call,) = s.run()
     assert call.agents_rung == ("202",)
     assert (call.answered_by, call.final_agent) == ("203", "203")
+
+
+def test_a_dial_result_reported_after_the_target_hung_up_still_counts() -> None:
+    s = Script()
+    phone = s.chan("SIP/201", exten="202")
+    callee = s.chan("SIP/202", phone.linkedid, exten="202")
+    s.dial(phone, callee, "SIP/202")
+    s.ring(callee)
+    s.hangup(callee, cause="17")
+    s.dial_end(phone, callee, "BUSY")
+    s.hangup(phone, cause="16")
+    (call,) = s.run()
+    assert call.status is CallStatus.BUSY and call.agents_rung == ("202",)

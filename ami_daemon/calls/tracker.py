@@ -389,16 +389,22 @@ class Tracker:
         """The result of one dial attempt.  A ``Forward`` header means the phone
         redirected the call (a 302), not a result; repeats are harmless (asterisk20
         ``03_…`` ends one attempt with NOANSWER then CANCEL)."""
-        dest = self._chans.get(event.get("DestUniqueid", ""))
-        if dest is None or event.get("Forward"):
-            return
         status = event.get("DialStatus")
-        if not status:
+        if not status or event.get("Forward"):
             return
-        if dest.kind is Kind.HELPER:
-            dest.call.helper_status.append(status)
-        elif dest.dialer is not None or not dest.dialled_in:
-            dest.call.leaf_status.append(status)
+        dest = self._chans.get(event.get("DestUniqueid", ""))
+        if dest is not None:
+            if dest.kind is Kind.HELPER:
+                dest.call.helper_status.append(status)
+            elif dest.dialer is not None or not dest.dialled_in:  # not an originate's leg
+                dest.call.leaf_status.append(status)
+            return
+        # The target already hung up (its Hangup may come first): the dialler's call.
+        src = self._chans.get(event.get("Uniqueid", ""))
+        if src is not None:
+            kind, _label = self._classifier.classify(event.get("DestChannel", ""))
+            statuses = src.call.helper_status if kind is Kind.HELPER else src.call.leaf_status
+            statuses.append(status)
 
     def _on_bridge_enter(self, event: Event, at: float | None) -> None:
         """A channel joins a bridge: if that connects the caller side with another
