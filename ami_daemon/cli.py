@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run a capture through tracker, rules and CRM as the daemon would (--dry-run)",
     ),
     "crm": ("crm", "pending calls, tasks, create-from-call, convert-lead"),
+    "backfill": ("backfill", "write calls of a period from Asterisk's CDR the CRM does not have"),
     "agi-server": (
         "agi_server",
         "serve the crm_lookup FastAGI script (agi://HOST:4573/crm_lookup)",

@@ -26,7 +26,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,13 @@ from ami_daemon.ami.connection import (
     LinkUp,
 )
 from ami_daemon.ami.recorder import CaptureRecorder
+from ami_daemon.backfill import RunState, cdr_summaries, merge_gap, recorded_ids
 from ami_daemon.calls.summary import CallSummary
 from ami_daemon.calls.tracker import Tracker
 from ami_daemon.config import Config
 from ami_daemon.crm import migrate
 from ami_daemon.crm.db import DatabaseUnavailable, redact
+from ami_daemon.election import WriterLease
 from ami_daemon.errors import UserError
 from ami_daemon.logs import call_logger
 from ami_daemon.metrics import Metrics, MetricsServer
@@ -92,11 +94,16 @@ class Daemon:
         self._agi: Any = None
         self._metrics_server: MetricsServer | None = None
         self.writer: CallWriter | None = None
+        self.lease: WriterLease | None = None
         self.agi_port: int | None = None
         self.metrics_port: int | None = None
         self.ready = asyncio.Event()
         #: what stopped the daemon when it was not a signal (login refused, a bug)
         self.failure: BaseException | None = None
+        self.state: RunState | None = None
+        self._link_down_at: float | None = None
+        #: backfills started (for tests and metrics): (since, until, calls submitted)
+        self.backfills: list[tuple[datetime, datetime, int]] = []
 
     # ------------------------------------------------------------------ start
 
@@ -149,13 +156,23 @@ class Daemon:
         self._pool = await self._open_database()
         processor = CallProcessor(self._pool, lambda: self.rules.current, self.config.pbx.zone)
         spool = Spool(self.config.spool.path, self.config.spool.warn_bytes)
+        self.state = RunState(self.config.spool.path)
+        self.lease = WriterLease(
+            self.config.require_dsn(),
+            self.config.pbx.name,
+            connect_timeout=self.config.database.connect_timeout,
+            on_change=self._writer_changed,
+        )
         self.writer = CallWriter(
             spool,
             processor.process,
             self.metrics,
             max_backoff=self.config.ami.reconnect_max_delay,
             on_written=self._on_written,
+            is_active=lambda: self.lease is not None and self.lease.active,
+            recorded=self._recorded_calls,
         )
+        self._spawn(self.lease.run(), "writer-lease")
         self._spawn(self.writer.run(), "crm-writer")
         if self.config.agi.enabled:
             await self._start_agi()
@@ -177,6 +194,20 @@ class Daemon:
         self._spawn(self._connect_and_consume(), "ami-consumer")
         if self.notifier.watchdog_seconds:
             self._spawn(self._watchdog(self.notifier.watchdog_seconds / 2), "watchdog")
+
+    def _writer_changed(self, active: bool) -> None:
+        self.notifier.status("active CRM writer" if active else "standby: another daemon writes")
+        if self.writer is not None:
+            self.writer.wake()
+
+    async def _recorded_calls(self, calls: list[CallSummary]) -> set[str]:
+        """Standby: which of its spooled calls the active daemon has written."""
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=self.config.database.connect_timeout) as conn:
+                return await recorded_ids(conn, self.config.pbx.name, [c.call_id for c in calls])
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(str(exc)) from None
 
     async def _start_agi(self) -> None:
         from ami_daemon.agi.embed import start_fastagi
@@ -222,37 +253,113 @@ class Daemon:
         async for item in self._ami.stream():
             if isinstance(item, tuple):
                 message, received_at = item
+                if self.state is not None:
+                    self.state.seen(received_at)
                 for summary in self.tracker.feed(message, received_at):
                     self._call_ended(summary)
                 self.metrics.calls_in_progress.set(self.tracker.open_calls())
             elif isinstance(item, ChannelSnapshot):
-                if item.reconnect:
-                    self._reconcile(item)
+                self._reconcile(item)
             elif isinstance(item, LinkUp):
                 self.metrics.ami_connected.set(1)
                 if item.reconnect:
                     self.metrics.ami_reconnects.inc()
             elif isinstance(item, LinkDown):
                 self.metrics.ami_connected.set(0)
+                if self._link_down_at is None:
+                    self._link_down_at = item.at
                 if self._stop.is_set():
                     log.info("AMI link closed: %s", item.reason)
                 else:
                     log.warning("AMI link down: %s", item.reason)
 
     def _reconcile(self, snapshot: ChannelSnapshot) -> None:
-        """After a reconnect: calls whose channels vanished while the link was down end here.
+        """Catch up after a start or a reconnect, at the point Asterisk listed its channels.
 
-        The connection asked Asterisk which channels still exist
-        (``CoreShowChannels``) and placed the answer in the stream where
-        Asterisk took it.  Calls with a channel still alive go on being
-        tracked; the others ended unseen and are reported ``interrupted`` with
-        what is known.
+        The connection asked Asterisk which channels exist (``CoreShowChannels``)
+        and placed the answer in the stream where Asterisk took it.  After a
+        reconnect, calls with a channel still alive go on being tracked; the
+        others ended unseen: they are held back until the CDR for the gap has
+        been read, then written once, completed from the CDR when it knows
+        them, else as ``interrupted``.  After a start, the gap is the time the
+        daemon was not running (from ``state.json``).  Calls still alive are
+        left out of the backfill: the tracker follows them.
         """
-        ended = self.tracker.end_missing(snapshot.uniqueids)
-        if ended:
-            log.warning("%d call(s) ended while the AMI link was down", len(ended))
-        for summary in ended:
+        live = {c["Linkedid"] for c in snapshot.channels if c.get("Linkedid")}
+        held: list[CallSummary] = []
+        since_ts: float | None
+        if snapshot.reconnect:
+            held = self.tracker.end_missing(snapshot.uniqueids)
+            if held:
+                log.warning("%d call(s) ended while the AMI link was down", len(held))
+            since_ts = self._link_down_at or snapshot.at
+        else:
+            since_ts = self.state.previous_last_event_at if self.state else None
+        self._link_down_at = None
+        until = datetime.fromtimestamp(snapshot.at, UTC)
+        if since_ts is None or self.config.cdr.source == "none":
+            if since_ts is not None and snapshot.reconnect:
+                log.info(
+                    "no CDR source configured (cdr.source): calls of the gap are written as known"
+                )
+            for summary in held:
+                self._call_ended(summary)
+            return
+        since = datetime.fromtimestamp(since_ts, UTC)
+        # a held call may have started long before the cut: read its legs too
+        starts = [h.started_at for h in held if h.started_at is not None]
+        since = min([since, *starts])
+        longest = timedelta(hours=self.config.cdr.max_gap_hours)
+        if until - since > longest:
+            log.warning(
+                "gap of %s is longer than cdr.max_gap_hours; backfilling the last %s "
+                "(run 'ami-daemon backfill --since' for the rest)",
+                until - since,
+                longest,
+            )
+            since = until - longest
+        self._spawn(self._backfill(held, since, until, live), "cdr-backfill")
+
+    async def _backfill(
+        self, held: list[CallSummary], since: datetime, until: datetime, live: set[str]
+    ) -> None:
+        """Read the CDR for the gap, then hand held and recovered calls to the writer."""
+        try:
+            cdr = await cdr_summaries(self.config, since, until, exclude=live)
+        except Exception as exc:
+            log.error(
+                "CDR backfill for %s – %s failed (%s); %d held call(s) written as known",
+                since.isoformat(timespec="seconds"),
+                until.isoformat(timespec="seconds"),
+                exc,
+                len(held),
+            )
+            cdr = []
+        calls = merge_gap(held, cdr)
+        held_ids = {h.call_id for h in held}
+        try:
+            assert self._pool is not None
+            async with self._pool.acquire(timeout=self.config.database.connect_timeout) as conn:
+                done = await recorded_ids(
+                    conn,
+                    self.config.pbx.name,
+                    [c.call_id for c in calls if c.call_id not in held_ids],
+                )
+        except Exception as exc:  # the writer's unique key still prevents doubles
+            log.debug("backfill: cannot check which calls are recorded (%s)", exc)
+            done = set()
+        todo = [c for c in calls if c.call_id not in done]
+        todo.sort(key=lambda c: (c.started_at is None, c.started_at))
+        for summary in todo:
             self._call_ended(summary)
+        self.backfills.append((since, until, len(todo)))
+        log.info(
+            "CDR backfill %s – %s: %d call(s) recovered, %d held call(s) completed",
+            since.isoformat(timespec="seconds"),
+            until.isoformat(timespec="seconds"),
+            len(todo) - len(held),
+            len(held),
+        )
 
     def _call_ended(self, summary: CallSummary) -> None:
         assert self.writer is not None
@@ -306,6 +413,8 @@ class Daemon:
                     self.writer.spool.depth,
                 )
             self.writer.stop()
+        if self.lease is not None:
+            await self.lease.stop()
         open_calls = self.tracker.open_calls()
         if open_calls:
             log.warning(
@@ -322,6 +431,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.state is not None:
+            self.state.save()
         if self.writer is not None:
             self.writer.spool.close()
         if self._pool is not None:

@@ -239,6 +239,8 @@ class CallWriter:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the spool is empty (True) or ``timeout`` passed (False)."""
+        if not self._is_active():
+            return self.spool.depth == 0  # a standby writes nothing; its spool waits
         deadline = time.monotonic() + timeout
         self._wake.set()
         while time.monotonic() < deadline:
