@@ -74,15 +74,7 @@ def build_request(
 ) -> LookupRequest:
     """Read caller, DID and trunk as the module docstring explains."""
     caller_raw = env.get("agi_callerid")
-    caller: str | None = None
-    reason: str | None = None
-    if _withheld(env.get("agi_callingpres")):
-        reason = "presentation restricted (caller ID withheld)"
-    else:
-        try:
-            caller = phones.normalize(caller_raw, region)
-        except phones.NotANumber as exc:
-            reason = exc.reason.value
+    caller, reason = caller_number(env, region)
     did_raw = next(
         (d for d in (crm_did, env.get("agi_dnid"), env.get("agi_extension")) if _present(d)),
         None,
@@ -96,6 +88,16 @@ def build_request(
         did_e164=phones.try_normalize(did_raw, region),
         trunk=trunk_name(env.get("agi_channel"), trunk_channels),
     )
+
+
+def caller_number(env: AgiEnvironment, region: str) -> tuple[str | None, str | None]:
+    """``(E.164, None)`` or ``(None, why there is no usable number)``."""
+    if _withheld(env.get("agi_callingpres")):
+        return None, "presentation restricted (caller ID withheld)"
+    try:
+        return phones.normalize(env.get("agi_callerid"), region), None
+    except phones.NotANumber as exc:
+        return None, exc.reason.value
 
 
 def _present(value: str | None) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ami_daemon.agi import variables as v
-from ami_daemon.agi.decision import Decision, build_request, decide, failed
+from ami_daemon.agi.decision import Decision, build_request, caller_number, decide, failed
 from ami_daemon.agi.protocol import AgiEnvironment
 from ami_daemon.agi.routing import RoutingTable
 from ami_daemon.agi.variables import LookupStatus
@@ -64,20 +64,34 @@ class TimeBudget:
     def __init__(self) -> None:
         self._stragglers: set[asyncio.Task[Any]] = set()
 
-    async def run(self, coro: Coroutine[Any, Any, T], seconds: float) -> T:
-        """The coroutine's result, or TimeoutError after ``seconds`` (it goes on alone)."""
-        task = asyncio.ensure_future(coro)
+    def start(self, coro: Coroutine[Any, Any, T], seconds: float) -> tuple[asyncio.Task[T], float]:
+        """Start the work now; its deadline is ``seconds`` from now (see :meth:`finish`)."""
+        return asyncio.ensure_future(coro), asyncio.get_running_loop().time() + seconds
+
+    async def finish(self, started: tuple[asyncio.Task[T], float]) -> T:
+        """The result, or TimeoutError at the deadline (the work goes on alone)."""
+        task, deadline = started
+        remaining = deadline - asyncio.get_running_loop().time()
         try:
-            done, _ = await asyncio.wait({task}, timeout=seconds)
+            done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
         except asyncio.CancelledError:
-            task.cancel()
-            self._keep(task)
+            self.abandon(started)
             raise
         if not done:
+            self.abandon(started)
+            raise TimeoutError("no answer within the time budget")
+        return task.result()
+
+    async def run(self, coro: Coroutine[Any, Any, T], seconds: float) -> T:
+        """:meth:`start` and :meth:`finish` in one."""
+        return await self.finish(self.start(coro, seconds))
+
+    def abandon(self, started: tuple[asyncio.Task[Any], float]) -> None:
+        """Cancel the work and let it unwind in the background (kept referenced)."""
+        task = started[0]
+        if not task.done():
             task.cancel()
             self._keep(task)
-            raise TimeoutError(f"no answer within {seconds * 1000:.0f} ms")
-        return task.result()
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._stragglers.add(task)
@@ -142,26 +156,31 @@ async def _decide(
     if not env.complete:
         detail = "; ".join(env.anomalies[:3]) or "ended before agi_threadid"
         return failed(LookupStatus.ERROR, f"AGI environment cut short or out of order: {detail}")
-    crm_did = await channel.get_variable(v.CRM_DID)
+    # The caller number is in the environment: start the query now, so that it runs
+    # while Asterisk answers GET VARIABLE CRM_DID (one round trip less to wait for).
+    caller, _ = caller_number(env, settings.region)
+    pending = budget.start(owners.find(caller), settings.time_budget) if caller else None
+    try:
+        crm_did = await channel.get_variable(v.CRM_DID)
+    except BaseException:
+        if pending is not None:
+            budget.abandon(pending)
+        raise
     try:
         request = build_request(env, crm_did, settings.region, settings.trunk_channels)
         flags = routing().flags(request.did_e164, request.trunk, request.caller_e164)
-        if request.caller_e164 is None:
+        if pending is None:
             return decide(request, None, flags)
-        owner = await budget.run(owners.find(request.caller_e164), settings.time_budget)
+        owner = await budget.finish(pending)
         return decide(request, owner, flags)
-    except TimeoutError as exc:
-        return failed(LookupStatus.TIMEOUT, f"CRM lookup: {exc}")
+    except TimeoutError:
+        return failed(
+            LookupStatus.TIMEOUT, f"CRM lookup took over {settings.time_budget * 1000:.0f} ms"
+        )
     except AgiHangup:
         raise
     except Exception as exc:  # fail open on anything: the call must go on
+        if pending is not None:
+            budget.abandon(pending)
         log.debug("crm_lookup %s failed", env.uniqueid, exc_info=True)
         return failed(LookupStatus.ERROR, f"{type(exc).__name__}: {exc}")
-
-
-async def answer_error(channel: AgiChannel, status: LookupStatus, reason: str) -> None:
-    """Best effort: tell the dialplan the lookup failed (ignores a dead channel)."""
-    try:
-        await channel.set_variable(v.CRM_LOOKUP, status.value)
-    except Exception as exc:
-        log.debug("could not set %s after %s: %r", v.CRM_LOOKUP, reason, exc)
