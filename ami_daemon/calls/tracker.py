@@ -428,6 +428,9 @@ class Tracker:
         self._connect(chan, at, merge=event.get("BridgeType", "basic") in _MERGING_BRIDGES)
 
     def _on_bridge_leave(self, event: Event, at: float | None) -> None:
+        """A channel leaves a bridge: a transfer moving it, a Local pair optimising
+        itself away (cacofonisk ``simple/ab_callgroup``: 201 leaves the bridge with
+        the Local half and enters 202's), or the call ending."""
         chan = self._known(event) or self._late_channel(event, at)
         if chan is not None and chan.bridge == event.get("BridgeUniqueid"):
             self._leave_bridge(chan)
@@ -452,12 +455,16 @@ class Tracker:
         return self._channel(event, at)
 
     def _on_bridge_destroy(self, event: Event, at: float | None) -> None:
+        """The bridge is gone (after its last BridgeLeave, asterisk20 ``01_…``)."""
         members = self._bridges.pop(event.get("BridgeUniqueid", ""), None)
         for chan in members or ():
             chan.bridge = None
 
     def _on_hangup(self, event: Event, at: float | None) -> list[CallSummary] | None:
-        """A channel is gone; the last one of a call ends the call."""
+        """A channel is gone; the last one of a call ends the call (asterisk20 ``01_…``:
+        the agent's then the trunk's ``Hangup``; earlier ``HangupRequest`` and ``Cdr``
+        events are not the end).  The origin's cause is kept for calls that dialled
+        nobody (17 user busy)."""
         uid = event.get("Uniqueid")
         if not uid:
             self._malformed(event, "no Uniqueid")
