@@ -13,9 +13,12 @@ Everything for one call happens in ONE transaction:
    activity instead of creating a second lead;
 2. the CRM facts about the number (:func:`ami_daemon.crm.facts.read_facts`);
 3. the pure decision (:func:`ami_daemon.rules.decide.decide`);
-4. the ``crm.calls`` row, ``ON CONFLICT DO NOTHING``: if the call was already
-   recorded the transaction ends here, having written nothing;
-5. the decision's actions.
+4. one statement (:func:`ami_daemon.crm.apply.write_call`) inserting the
+   ``crm.calls`` row ``ON CONFLICT DO NOTHING`` and, only if it was new, the
+   decision's actions: a call already recorded writes nothing.
+
+Round trips: ``BEGIN`` with the lock, the lookup (plus the number's open
+tasks for a known client), the write, ``COMMIT``.
 
 A dry run does 2 and 3 in a read-only transaction and writes nothing.
 """
@@ -34,7 +37,7 @@ from typing import Any
 import asyncpg
 
 from ami_daemon.calls.summary import CallSummary
-from ami_daemon.crm.apply import call_errors, record_call, recorded_outcome, write_actions
+from ami_daemon.crm.apply import call_errors, recorded_outcome, write_call
 from ami_daemon.crm.facts import read_facts
 from ami_daemon.rules.actions import Decision
 from ami_daemon.rules.decide import decide
@@ -141,12 +144,12 @@ async def process_call(
         _number_transaction(conn, summary.external_number),
     ):
         decision = await _decide_in_tx(conn, summary, rules, zone, now)
-        if not await record_call(conn, summary, decision):
+        created = await write_call(conn, summary, decision)
+        if created is None:
             previous = await recorded_outcome(conn, summary)
             return Processed(
                 summary, decision, Recorded.ALREADY_RECORDED, previous_outcome=previous
             )
-        created = await write_actions(conn, summary, decision)
     return Processed(summary, decision, Recorded.WRITTEN, tuple(created))
 
 

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from ami_daemon.crm import manual
 from ami_daemon.crm.apply import ApplyError, apply_decision
 from ami_daemon.crm.db import DatabaseUnavailable
 from ami_daemon.crm.facts import read_facts
@@ -147,44 +148,60 @@ async def test_two_calls_of_one_new_number_at_once_make_one_lead(
     assert (n["calls"], n["leads"], n["activities"]) == (2, 1, 2)
 
 
+async def _wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
+    for _ in range(250):
+        waiting = await conn.fetchval(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if waiting == "Lock":
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+async def _wait_until_gone(conn: asyncpg.Connection, pid: int) -> None:
+    """PostgreSQL notices the lost client, rolls back, and ends the backend."""
+    for _ in range(250):
+        if not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there")
+
+
 @pytest.mark.asyncio
 async def test_connection_cut_mid_apply_names_the_call_and_writes_nothing(
     lab: asyncpg.Connection, migrated_dsn: str
 ) -> None:
+    """The cut lands after the call's row and its activity were inserted (uncommitted): the
+    callback answered by 202 must close the open task, whose row the test keeps locked."""
+    await process_call(lab, missed(call_id="m", external_number=KNOWN_202), shipped_rules(), ZONE)
+    before = await counts(lab)
+    callback = call(call_id="back", external_number=KNOWN_202, answered_by="202", final_agent="202")
     proxy = Proxy(migrated_dsn)
-    through_proxy = await proxy.start()
-    victim = await asyncpg.connect(through_proxy)
+    victim = await asyncpg.connect(await proxy.start())
     pid = victim.get_server_pid()
     blocker = await asyncpg.connect(migrated_dsn)
-    await blocker.execute("BEGIN; LOCK TABLE crm.leads IN ACCESS EXCLUSIVE MODE")
-    job = asyncio.create_task(process_call(victim, call(), shipped_rules(), ZONE))
+    await blocker.execute("BEGIN")
+    await blocker.execute("SELECT id FROM crm.tasks FOR UPDATE")
+    job = asyncio.create_task(process_call(victim, callback, shipped_rules(), ZONE))
     try:
-        # wait until the apply has written the call row and waits on crm.leads
-        for _ in range(200):
-            waiting = await lab.fetchval(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
-            )
-            if waiting == "Lock":
-                break
-            await asyncio.sleep(0.02)
-        assert waiting == "Lock"
+        await _wait_until_blocked(lab, pid)
+        assert await blocker.fetchval("SELECT count(*) FROM crm.calls") == before["calls"]
         await proxy.cut()
-        with pytest.raises(DatabaseUnavailable, match=r"call main/1795797192\.0: .*connection"):
+        with pytest.raises(DatabaseUnavailable, match=r"call main/back: .*connection"):
             await job
     finally:
         await blocker.execute("ROLLBACK")
         await blocker.close()
         victim.terminate()
         await proxy.cut()
-    # PostgreSQL notices the lost client, rolls back, and ends the backend
-    for _ in range(250):
-        if not await lab.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
-            break
-        await asyncio.sleep(0.02)
-    n = await counts(lab)
-    assert (n["calls"], n["leads"], n["activities"]) == (0, 0, 0)
-    # the daemon retries the same call later: written once
-    assert (await process_call(lab, call(), shipped_rules(), ZONE)).recorded is Recorded.WRITTEN
+    await _wait_until_gone(lab, pid)
+    assert await counts(lab) == before
+    assert [t.status for t in await manual.list_tasks(lab)] == ["open"]
+    # the daemon retries the same call later: written once, the task closed by it
+    assert (await process_call(lab, callback, shipped_rules(), ZONE)).recorded is Recorded.WRITTEN
+    (task,) = await manual.list_tasks(lab)
+    assert (task.status, task.closed_by) == ("closed", "main/back")
 
 
 @pytest.mark.asyncio

@@ -1,16 +1,20 @@
 """Writing one call's decision to PostgreSQL: its ``crm.calls`` row and every action.
 
-Exactly once, by the database: :func:`record_call` inserts the call's row
-with ``ON CONFLICT (pbx, call_id) DO NOTHING`` before anything else, inside
-the caller's transaction.  If the row already existed (a daemon restart
-replaying the same call, the same capture twice, two daemons on one
-database) nothing else is written.  Two transactions applying the same call
-at the same time meet on that primary key: the second waits for the first and
-then finds the row, so one set of rows results whatever the timing.
+Exactly once, by the database: :func:`write_call` sends ONE statement whose
+first part inserts the call's row with ``ON CONFLICT (pbx, call_id) DO
+NOTHING``; every other part (data-modifying CTEs: the lead, its phone, its
+activity, a task…) reads that insert's ``RETURNING`` output, so if the row
+already existed (a daemon restart replaying the same call, the same capture
+twice, two daemons on one database) nothing else is written.  Two
+transactions applying the same call at the same time meet on that primary
+key: the second waits for the first and then finds the row, so one set of
+rows results whatever the timing.  Foreign keys to ``crm.calls`` are checked
+at the end of the statement, when the call's row exists.
 
-Each action is one SQL statement (data-modifying CTEs make a lead, its phone
-and its activity in one round trip).  Employees are named by extension in the
-actions; the statements resolve them to ``crm.users`` ids.
+One statement instead of one per action matters at hundreds of calls a
+second: on this kind of machine a round trip to PostgreSQL costs more than
+the work it carries.  Employees are named by extension in the actions; the
+statement resolves them to ``crm.users`` ids.
 
 :func:`apply_decision` wraps both in one transaction.  A lost connection, or
 a server that is shutting down, out of resources, or picked this transaction
@@ -23,9 +27,11 @@ PostgreSQL rolls the transaction back: nothing is half-written.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -47,9 +53,9 @@ __all__ = [
     "ApplyError",
     "apply_decision",
     "call_errors",
-    "record_call",
+    "call_statement",
     "recorded_outcome",
-    "write_actions",
+    "write_call",
 ]
 
 
@@ -95,23 +101,201 @@ async def call_errors(summary: CallSummary, doing: str) -> AsyncIterator[None]:
         raise ApplyError(f"{ref}: the database refused {doing}: {exc}") from exc
 
 
-_INSERT_CALL = """
-INSERT INTO crm.calls (pbx, call_id, direction, external_e164, did_e164, trunk, status,
-                       answered_by, final_agent, caller_extension, queue, started_at,
-                       answered_at, ended_at, talk_seconds, crm_outcome, crm_reason, summary)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb)
-ON CONFLICT (pbx, call_id) DO NOTHING
-RETURNING true
-"""
+# The call's row comes first; every other part of the statement reads its
+# RETURNING output, so when the row already existed (ON CONFLICT DO NOTHING
+# returns nothing) nothing else is inserted or updated.
+_CALL_ROW = """call_row AS (
+    INSERT INTO crm.calls (pbx, call_id, direction, external_e164, did_e164, trunk, status,
+                           answered_by, final_agent, caller_extension, queue, started_at,
+                           answered_at, ended_at, talk_seconds, crm_outcome, crm_reason, summary)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+            $18::jsonb)
+    ON CONFLICT (pbx, call_id) DO NOTHING
+    RETURNING pbx, call_id
+)"""
+
+_USER = "(SELECT id FROM crm.users WHERE extension = {})"
 
 
-async def record_call(conn: asyncpg.Connection, summary: CallSummary, decision: Decision) -> bool:
-    """Insert the call's row; False (and nothing written) when it was already recorded.
+@dataclass(frozen=True)
+class _Part:
+    """One action as CTEs of the call's statement.
 
-    Must run inside the transaction that then writes the actions.
+    ``ctes`` and ``result`` use ``{p}`` for the part's unique CTE-name prefix
+    and ``$1…`` for its own parameters (renumbered when composed); ``result``
+    is a ``text[]`` expression naming what was made.
     """
-    inserted = await conn.fetchval(
-        _INSERT_CALL,
+
+    ctes: str
+    result: str
+    params: tuple[Any, ...]
+
+
+def _lead(a: CreateLead) -> _Part:
+    return _Part(
+        f"""{{p}}lead AS (
+    INSERT INTO crm.leads (title, source, responsible_id, pbx, call_id)
+    SELECT $1, $2, {_USER.format("$3")}, c.pbx, c.call_id FROM call_row c
+    RETURNING id, responsible_id, pbx, call_id
+), {{p}}phone AS (
+    INSERT INTO crm.phones (entity_type, entity_id, e164) SELECT 'lead', id, $4 FROM {{p}}lead
+), {{p}}act AS (
+    INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
+    SELECT pbx, call_id, 'lead', id, $5, responsible_id FROM {{p}}lead
+)""",
+        "ARRAY(SELECT 'lead:' || id FROM {p}lead)",
+        (a.title, a.source, a.responsible, a.e164, a.activity.value),
+    )
+
+
+def _deal(a: CreateDeal) -> _Part:
+    return _Part(
+        f"""{{p}}resp AS (
+    SELECT {_USER.format("$3")} AS id, c.pbx, c.call_id FROM call_row c
+), {{p}}company AS (
+    INSERT INTO crm.companies (name, source, responsible_id, pbx, call_id)
+    SELECT $7, $2, r.id, r.pbx, r.call_id FROM {{p}}resp r WHERE $8::boolean
+    RETURNING id
+), {{p}}contact AS (
+    INSERT INTO crm.contacts (name, company_id, source, responsible_id, pbx, call_id)
+    SELECT $9, (SELECT id FROM {{p}}company), $2, r.id, r.pbx, r.call_id
+    FROM {{p}}resp r WHERE $10::boolean
+    RETURNING id
+), {{p}}deal AS (
+    INSERT INTO crm.deals (title, pipeline, stage, contact_id, company_id, source,
+                           responsible_id, pbx, call_id)
+    SELECT $1, $5, $6, (SELECT id FROM {{p}}contact), (SELECT id FROM {{p}}company), $2, r.id,
+           r.pbx, r.call_id
+    FROM {{p}}resp r
+    RETURNING id, contact_id, company_id, responsible_id, pbx, call_id
+), {{p}}lead AS (
+    INSERT INTO crm.leads (title, status, source, responsible_id, contact_id, company_id,
+                           deal_id, pbx, call_id)
+    SELECT $1, 'converted', $2, d.responsible_id, d.contact_id, d.company_id, d.id, d.pbx,
+           d.call_id
+    FROM {{p}}deal d
+    RETURNING id
+), {{p}}phone AS (
+    INSERT INTO crm.phones (entity_type, entity_id, e164)
+    SELECT 'contact', id, $4 FROM {{p}}contact UNION ALL SELECT 'company', id, $4 FROM {{p}}company
+), {{p}}act AS (
+    INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
+    SELECT d.pbx, d.call_id, 'deal', d.id, $11, d.responsible_id FROM {{p}}deal d
+    UNION ALL SELECT r.pbx, r.call_id, 'contact', x.id, $11, r.id FROM {{p}}contact x, {{p}}resp r
+    UNION ALL SELECT r.pbx, r.call_id, 'company', x.id, $11, r.id FROM {{p}}company x, {{p}}resp r
+)""",
+        "ARRAY(SELECT 'deal:' || id FROM {p}deal) || ARRAY(SELECT 'contact:' || id FROM {p}contact)"
+        " || ARRAY(SELECT 'company:' || id FROM {p}company)"
+        " || ARRAY(SELECT 'lead:' || id || ' (converted)' FROM {p}lead)",
+        (
+            a.title,
+            a.source,
+            a.responsible,
+            a.e164,
+            a.pipeline,
+            a.stage,
+            f"Company {a.e164}",
+            a.with_company,
+            f"Client {a.e164}",
+            a.with_contact,
+            a.activity.value,
+        ),
+    )
+
+
+def _activities(acts: list[LogActivity]) -> _Part:
+    return _Part(
+        """{p}act AS (
+    INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
+    SELECT c.pbx, c.call_id, a.entity_type, a.entity_id, a.status, u.id
+    FROM call_row c,
+         unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
+             AS a (entity_type, entity_id, status, extension)
+         LEFT JOIN crm.users u ON u.extension = a.extension
+    ON CONFLICT (pbx, call_id, entity_type, entity_id) DO NOTHING
+    RETURNING entity_type, entity_id
+)""",
+        "ARRAY(SELECT 'activity on ' || entity_type || ':' || entity_id FROM {p}act"
+        " ORDER BY entity_type = 'deal', entity_type, entity_id)",
+        (
+            [a.entity_type for a in acts],
+            [a.entity_id for a in acts],
+            [a.status.value for a in acts],
+            [a.responsible for a in acts],
+        ),
+    )
+
+
+def _pending(a: CreatePendingCall) -> _Part:
+    return _Part(
+        """{p}pending AS (
+    INSERT INTO crm.pending_calls (pbx, call_id, e164, did_e164, answered_by, source)
+    SELECT c.pbx, c.call_id, $1, $2, $3, $4 FROM call_row c
+    RETURNING id
+)""",
+        "ARRAY(SELECT 'pending call #' || id FROM {p}pending)",
+        (a.e164, a.did, a.answered_by, a.source),
+    )
+
+
+def _task(a: CreateCallbackTask) -> _Part:
+    return _Part(
+        f"""{{p}}task AS (
+    INSERT INTO crm.tasks (title, pbx, call_id, e164, entity_type, entity_id, responsible_id)
+    SELECT $1, c.pbx, c.call_id, $2, $3, $4::bigint, {_USER.format("$5")} FROM call_row c
+    RETURNING id
+)""",
+        "ARRAY(SELECT 'callback task #' || id FROM {p}task)",
+        (a.title, a.e164, a.entity_type, a.entity_id, a.responsible),
+    )
+
+
+def _close(a: CloseCallbackTasks) -> _Part:
+    return _Part(
+        """{p}closed AS (
+    UPDATE crm.tasks t
+    SET status = 'closed', closed_at = now(), closed_by_pbx = c.pbx, closed_by_call_id = c.call_id
+    FROM call_row c
+    WHERE t.id = ANY($1::bigint[]) AND t.status = 'open'
+    RETURNING t.id
+)""",
+        "ARRAY(SELECT 'closed task #' || id FROM {p}closed ORDER BY id)",
+        (list(a.task_ids),),
+    )
+
+
+def _part(action: Action) -> _Part:
+    match action:
+        case CreateLead():
+            return _lead(action)
+        case CreateDeal():
+            return _deal(action)
+        case CreatePendingCall():
+            return _pending(action)
+        case CreateCallbackTask():
+            return _task(action)
+        case CloseCallbackTasks():
+            return _close(action)
+        case LogActivity():
+            return _activities([action])
+    raise TypeError(f"no SQL for {type(action).__name__}")
+
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _shift(sql: str, offset: int) -> str:
+    return _PARAM.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
+def call_statement(summary: CallSummary, decision: Decision) -> tuple[str, list[Any]]:
+    """The ONE statement that records the call and writes every action.
+
+    The activities of a call (its item and the item's open deal) become one
+    multi-row insert.  Distinct decisions share few statement shapes, so the
+    driver's prepared-statement cache keeps them all.
+    """
+    params: list[Any] = [
         summary.pbx,
         summary.call_id,
         summary.direction.value,
@@ -130,8 +314,42 @@ async def record_call(conn: asyncpg.Connection, summary: CallSummary, decision: 
         decision.outcome.value,
         decision.reason_text,
         json.dumps(summary.to_json_dict()),
+    ]
+    parts: list[_Part] = []
+    activities = [a for a in decision.actions if isinstance(a, LogActivity)]
+    if activities:
+        parts.append(_activities(activities))
+    parts.extend(_part(a) for a in decision.actions if not isinstance(a, LogActivity))
+    ctes = [_CALL_ROW]
+    results = []
+    for i, part in enumerate(parts):
+        prefix = f"a{i}_"
+        offset = len(params)
+        ctes.append(_shift(part.ctes.replace("{p}", prefix), offset))
+        results.append(_shift(part.result.replace("{p}", prefix), offset))
+        params.extend(part.params)
+    made = " || ".join(results) if results else "ARRAY[]::text[]"
+    sql = (
+        "WITH "
+        + ",\n".join(ctes)
+        + f"\nSELECT EXISTS (SELECT 1 FROM call_row) AS recorded, {made} AS made"
     )
-    return bool(inserted)
+    return sql, params
+
+
+async def write_call(
+    conn: asyncpg.Connection, summary: CallSummary, decision: Decision
+) -> list[str] | None:
+    """Record the call and write its actions, in one statement of the caller's transaction.
+
+    Returns what was made (``["lead:12"]``; empty for a skipped call), or None
+    when the call was already recorded and nothing was written.
+    """
+    sql, params = call_statement(summary, decision)
+    row = await conn.fetchrow(sql, *params)
+    if not row["recorded"]:
+        return None
+    return list(row["made"])
 
 
 async def recorded_outcome(conn: asyncpg.Connection, summary: CallSummary) -> str | None:
@@ -144,211 +362,9 @@ async def recorded_outcome(conn: asyncpg.Connection, summary: CallSummary) -> st
     return None if value is None else str(value)
 
 
-_USER = "(SELECT id FROM crm.users WHERE extension = {})"
-
-_CREATE_LEAD = f"""
-WITH lead AS (
-    INSERT INTO crm.leads (title, source, responsible_id, pbx, call_id)
-    VALUES ($1, $2, {_USER.format("$3")}, $4, $5)
-    RETURNING id, responsible_id
-), phone AS (
-    INSERT INTO crm.phones (entity_type, entity_id, e164) SELECT 'lead', id, $6 FROM lead
-), activity AS (
-    INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
-    SELECT $4, $5, 'lead', id, $7, responsible_id FROM lead
-)
-SELECT id FROM lead
-"""
-
-_CREATE_DEAL = f"""
-WITH resp AS (
-    SELECT {_USER.format("$3")} AS id
-), company AS (
-    INSERT INTO crm.companies (name, source, responsible_id, pbx, call_id)
-    SELECT $9, $2, resp.id, $4, $5 FROM resp WHERE $10::boolean
-    RETURNING id
-), contact AS (
-    INSERT INTO crm.contacts (name, company_id, source, responsible_id, pbx, call_id)
-    SELECT $11, (SELECT id FROM company), $2, resp.id, $4, $5 FROM resp WHERE $12::boolean
-    RETURNING id
-), deal AS (
-    INSERT INTO crm.deals (title, pipeline, stage, contact_id, company_id, source,
-                           responsible_id, pbx, call_id)
-    SELECT $1, $7, $8, (SELECT id FROM contact), (SELECT id FROM company), $2, resp.id, $4, $5
-    FROM resp
-    RETURNING id, contact_id, company_id, responsible_id
-), lead AS (
-    INSERT INTO crm.leads (title, status, source, responsible_id, contact_id, company_id,
-                           deal_id, pbx, call_id)
-    SELECT $1, 'converted', $2, d.responsible_id, d.contact_id, d.company_id, d.id, $4, $5
-    FROM deal d
-    RETURNING id
-), phone AS (
-    INSERT INTO crm.phones (entity_type, entity_id, e164)
-    SELECT 'contact', id, $6 FROM contact UNION ALL SELECT 'company', id, $6 FROM company
-), activity AS (
-    INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
-    SELECT $4, $5, 'deal', d.id, $13, d.responsible_id FROM deal d
-    UNION ALL SELECT $4, $5, 'contact', id, $13, (SELECT id FROM resp) FROM contact
-    UNION ALL SELECT $4, $5, 'company', id, $13, (SELECT id FROM resp) FROM company
-)
-SELECT (SELECT id FROM deal) AS deal_id, (SELECT id FROM contact) AS contact_id,
-       (SELECT id FROM company) AS company_id, (SELECT id FROM lead) AS lead_id
-"""
-
-# One statement for all of a call's activities (the item and its open deal).
-_LOG_ACTIVITIES = """
-INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
-SELECT $1, $2, a.entity_type, a.entity_id, a.status, u.id
-FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[])
-     AS a (entity_type, entity_id, status, extension)
-LEFT JOIN crm.users u ON u.extension = a.extension
-ON CONFLICT (pbx, call_id, entity_type, entity_id) DO NOTHING
-"""
-
-_CREATE_PENDING = """
-INSERT INTO crm.pending_calls (pbx, call_id, e164, did_e164, answered_by, source)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id
-"""
-
-_CREATE_TASK = f"""
-INSERT INTO crm.tasks (title, pbx, call_id, e164, entity_type, entity_id, responsible_id)
-VALUES ($1, $2, $3, $4, $5, $6, {_USER.format("$7")})
-RETURNING id
-"""
-
-_CLOSE_TASKS = """
-UPDATE crm.tasks SET status = 'closed', closed_at = now(), closed_by_pbx = $2,
-                     closed_by_call_id = $3
-WHERE id = ANY($1::bigint[]) AND status = 'open'
-RETURNING id
-"""
-
-
-@dataclass(frozen=True)
-class _Call:
-    pbx: str
-    call_id: str
-
-
-async def _create_lead(conn: asyncpg.Connection, call: _Call, a: CreateLead) -> list[str]:
-    lead_id = await conn.fetchval(
-        _CREATE_LEAD,
-        a.title,
-        a.source,
-        a.responsible,
-        call.pbx,
-        call.call_id,
-        a.e164,
-        a.activity.value,
-    )
-    return [f"lead:{lead_id}"]
-
-
-async def _create_deal(conn: asyncpg.Connection, call: _Call, a: CreateDeal) -> list[str]:
-    row = await conn.fetchrow(
-        _CREATE_DEAL,
-        a.title,
-        a.source,
-        a.responsible,
-        call.pbx,
-        call.call_id,
-        a.e164,
-        a.pipeline,
-        a.stage,
-        f"Company {a.e164}",
-        a.with_company,
-        f"Client {a.e164}",
-        a.with_contact,
-        a.activity.value,
-    )
-    made = [f"deal:{row['deal_id']}"]
-    if row["contact_id"] is not None:
-        made.append(f"contact:{row['contact_id']}")
-    if row["company_id"] is not None:
-        made.append(f"company:{row['company_id']}")
-    made.append(f"lead:{row['lead_id']} (converted)")
-    return made
-
-
-async def _log_activities(
-    conn: asyncpg.Connection, call: _Call, acts: list[LogActivity]
-) -> list[str]:
-    await conn.execute(
-        _LOG_ACTIVITIES,
-        call.pbx,
-        call.call_id,
-        [a.entity_type for a in acts],
-        [a.entity_id for a in acts],
-        [a.status.value for a in acts],
-        [a.responsible for a in acts],
-    )
-    return [f"activity on {a.entity_type}:{a.entity_id}" for a in acts]
-
-
-async def _create_pending(conn: asyncpg.Connection, call: _Call, a: CreatePendingCall) -> list[str]:
-    pending_id = await conn.fetchval(
-        _CREATE_PENDING, call.pbx, call.call_id, a.e164, a.did, a.answered_by, a.source
-    )
-    return [f"pending call #{pending_id}"]
-
-
-async def _create_task(conn: asyncpg.Connection, call: _Call, a: CreateCallbackTask) -> list[str]:
-    task_id = await conn.fetchval(
-        _CREATE_TASK,
-        a.title,
-        call.pbx,
-        call.call_id,
-        a.e164,
-        a.entity_type,
-        a.entity_id,
-        a.responsible,
-    )
-    return [f"callback task #{task_id}"]
-
-
-async def _close_tasks(conn: asyncpg.Connection, call: _Call, a: CloseCallbackTasks) -> list[str]:
-    rows = await conn.fetch(_CLOSE_TASKS, list(a.task_ids), call.pbx, call.call_id)
-    return [f"closed task #{r['id']}" for r in rows]
-
-
-_Writer = Callable[[asyncpg.Connection, _Call, "Action"], Awaitable[list[str]]]
-
-_WRITERS: dict[type[Action], _Writer] = {
-    CreateLead: _create_lead,  # type: ignore[dict-item]
-    CreateDeal: _create_deal,  # type: ignore[dict-item]
-    CreatePendingCall: _create_pending,  # type: ignore[dict-item]
-    CreateCallbackTask: _create_task,  # type: ignore[dict-item]
-    CloseCallbackTasks: _close_tasks,  # type: ignore[dict-item]
-}
-
-
-async def write_actions(
-    conn: asyncpg.Connection, summary: CallSummary, decision: Decision
-) -> list[str]:
-    """Write every action (after :func:`record_call`, same transaction); what was made."""
-    call = _Call(summary.pbx, summary.call_id)
-    made: list[str] = []
-    activities = [a for a in decision.actions if isinstance(a, LogActivity)]
-    if activities:
-        made.extend(await _log_activities(conn, call, activities))
-    for action in decision.actions:
-        if not isinstance(action, LogActivity):
-            made.extend(await _WRITERS[type(action)](conn, call, action))
-    return made
-
-
 async def apply_decision(
     conn: asyncpg.Connection, summary: CallSummary, decision: Decision
 ) -> list[str] | None:
-    """Record the call and its actions in one transaction.
-
-    Returns what was created (``["lead:12", "activity on lead:12"]`` style
-    words; empty for a skipped call), or None when the call was already
-    recorded and nothing was written.
-    """
+    """Record the call and its actions in one transaction (see :func:`write_call`)."""
     async with call_errors(summary, "storing its CRM decision"), conn.transaction():
-        if not await record_call(conn, summary, decision):
-            return None
-        return await write_actions(conn, summary, decision)
+        return await write_call(conn, summary, decision)
