@@ -452,3 +452,33 @@ async def test_recorder_flushes_while_the_link_is_quiet_and_appends(simulator, t
     assert b"Response: Goodbye\r\n" in data  # the Logoff answer is recorded too
     events = [m.headers for m in iter_messages(data) if m.get("Event") not in (None, "FullyBooted")]
     assert events == replayed(sim)
+
+
+@pytest.mark.asyncio
+async def test_fully_booted_is_awaited_when_asterisk_is_still_booting(simulator) -> None:  # type: ignore[no-untyped-def]
+    sim = await simulator(booting=0.3)
+    connection = AmiConnection(ami_config(sim.port))
+    await connection.start()
+    assert connection.connected and not connection.fully_booted
+    await connection.wait_fully_booted(5)
+    assert connection.fully_booted
+    await connection.close()
+    assert not connection.fully_booted
+
+
+@pytest.mark.asyncio
+async def test_reconnect_delays_double_up_to_the_cap() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there any more
+    connection = AmiConnection(ami_config(port, reconnect_max_delay=0.2), initial_backoff=0.025)
+    starting = asyncio.create_task(connection.start())
+    for _ in range(200):
+        if len(connection.backoff_delays) >= 6:
+            break
+        await asyncio.sleep(0.02)
+    await connection.close()
+    with pytest.raises(AmiNotConnected, match="closed before Asterisk"):
+        await starting
+    assert list(connection.backoff_delays)[:6] == [0.025, 0.05, 0.1, 0.2, 0.2, 0.2]
+    assert connection.failed_attempts >= 6

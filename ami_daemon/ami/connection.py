@@ -240,6 +240,7 @@ class AmiConnection:
         on_bytes: Callable[[bytes], None] | None = None,
         observers: Sequence[Callable[[AmiMessage], None]] = (),
         name: str = "ami",
+        initial_backoff: float = INITIAL_BACKOFF,
     ) -> None:
         self.config = config
         self._secret = config.secret if secret is None else secret
@@ -252,6 +253,9 @@ class AmiConnection:
         self._on_bytes = on_bytes
         self._observers = tuple(observers)
         self.name = name
+        self._initial_backoff = initial_backoff
+        #: the last reconnect delays (before a random cut of up to 20%), newest last
+        self.backoff_delays: deque[float] = deque(maxlen=20)
         self._inbox = _Inbox()
         self._manager: AmiManager | None = None
         self._protocol: AmiProtocol | None = None
@@ -320,6 +324,11 @@ class AmiConnection:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if self._started is not None and not self._started.done():
+            self._started.set_exception(
+                AmiNotConnected(f"closed before Asterisk at {self.where} answered")
+            )
+            self._started.exception()  # retrieved here if start() is no longer waiting
         self._inbox.close()
 
     async def stream(self) -> AsyncIterator[StreamItem]:
@@ -465,13 +474,13 @@ class AmiConnection:
     # ----------------------------------------------------------------- supervision
 
     async def _supervise(self) -> None:
-        delay = INITIAL_BACKOFF
+        delay = self._initial_backoff
         started = self._started
         assert started is not None
         while not self._closing:
             try:
                 await self._run_session()
-                delay = INITIAL_BACKOFF
+                delay = self._initial_backoff
             except AmiLoginError as exc:
                 self.failed_attempts += 1
                 if not started.done():
@@ -495,6 +504,7 @@ class AmiConnection:
                 log.exception("%s: unexpected error on the AMI link; reconnecting", self.name)
             if self._closing:
                 break
+            self.backoff_delays.append(delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2, self.config.reconnect_max_delay)
 

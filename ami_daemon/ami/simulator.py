@@ -108,6 +108,9 @@ class SimulatorOptions:
     #: seconds between "Originate successfully queued" and OriginateResponse
     originate_delay: float = 0.05
     banner: str = BANNER
+    #: seconds after start() before Asterisk is "fully booted": a login before
+    #: that gets no FullyBooted until then (the AMI port opens early in a boot)
+    booting: float | None = None
 
 
 @dataclass(eq=False)
@@ -198,6 +201,7 @@ class Simulator:
         self._started_at = time.time()
         self._originates = 0
         self._broken = False
+        self._booted = True
         self._resume = asyncio.Event()
 
     # ----------------------------------------------------------------- life cycle
@@ -208,6 +212,9 @@ class Simulator:
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         self._replay_task = asyncio.create_task(self._replay(), name="simulator-replay")
+        if self.options.booting:
+            self._booted = False
+            self._spawn(self._boot(self.options.booting), "simulator-boot")
         log.info("simulated Asterisk listening on %s:%d", self.host, self.port)
 
     async def wait_done(self, timeout: float | None = None) -> None:
@@ -371,19 +378,27 @@ class Simulator:
         session.events = _events_wanted(action.get("Events", "on"))
         self.logins += 1
         session.send(_answer(action, "Success", ("Message", "Authentication accepted")))
-        if session.events:
-            uptime = str(int(time.time() - self._started_at))
-            session.send(
-                _event(
-                    None,
-                    "FullyBooted",
-                    ("Privilege", "system,all"),
-                    ("Uptime", uptime),
-                    ("LastReload", uptime),
-                    ("Status", "Fully Booted"),
-                )
-            )
+        if session.events and self._booted:
+            session.send(self._fully_booted())
         self._update_ready()
+
+    def _fully_booted(self) -> bytes:
+        uptime = str(int(time.time() - self._started_at))
+        return _event(
+            None,
+            "FullyBooted",
+            ("Privilege", "system,all"),
+            ("Uptime", uptime),
+            ("LastReload", uptime),
+            ("Status", "Fully Booted"),
+        )
+
+    async def _boot(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._booted = True
+        for session in self._sessions:
+            if session.listening:
+                session.send(self._fully_booted())
 
     def _filter(self, session: _Session, action: AmiMessage) -> None:
         if action.get("Operation", "").lower() != "add":
