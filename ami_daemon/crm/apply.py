@@ -26,6 +26,7 @@ PostgreSQL rolls the transaction back: nothing is half-written.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import AsyncIterator
@@ -114,12 +115,14 @@ _CALL_ROW = """call_row AS (
     RETURNING pbx, call_id
 )"""
 
+_CALL_PARAMS = 18
+
 _USER = "(SELECT id FROM crm.users WHERE extension = {})"
 
 
 @dataclass(frozen=True)
-class _Part:
-    """One action as CTEs of the call's statement.
+class _Template:
+    """One kind of action as CTEs of the call's statement.
 
     ``ctes`` and ``result`` use ``{p}`` for the part's unique CTE-name prefix
     and ``$1…`` for its own parameters (renumbered when composed); ``result``
@@ -128,12 +131,16 @@ class _Part:
 
     ctes: str
     result: str
+
+
+@dataclass(frozen=True)
+class _Part:
+    template: _Template
     params: tuple[Any, ...]
 
 
-def _lead(a: CreateLead) -> _Part:
-    return _Part(
-        f"""{{p}}lead AS (
+_LEAD = _Template(
+    f"""{{p}}lead AS (
     INSERT INTO crm.leads (title, source, responsible_id, pbx, call_id)
     SELECT $1, $2, {_USER.format("$3")}, c.pbx, c.call_id FROM call_row c
     RETURNING id, responsible_id, pbx, call_id
@@ -143,14 +150,19 @@ def _lead(a: CreateLead) -> _Part:
     INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
     SELECT pbx, call_id, 'lead', id, $5, responsible_id FROM {{p}}lead
 )""",
-        "ARRAY(SELECT 'lead:' || id FROM {p}lead)",
+    "ARRAY(SELECT 'lead:' || id FROM {p}lead)",
+)
+
+
+def _lead(a: CreateLead) -> _Part:
+    return _Part(
+        _LEAD,
         (a.title, a.source, a.responsible, a.e164, a.activity.value),
     )
 
 
-def _deal(a: CreateDeal) -> _Part:
-    return _Part(
-        f"""{{p}}resp AS (
+_DEAL = _Template(
+    f"""{{p}}resp AS (
     SELECT {_USER.format("$3")} AS id, c.pbx, c.call_id FROM call_row c
 ), {{p}}company AS (
     INSERT INTO crm.companies (name, source, responsible_id, pbx, call_id)
@@ -184,9 +196,15 @@ def _deal(a: CreateDeal) -> _Part:
     UNION ALL SELECT r.pbx, r.call_id, 'contact', x.id, $11, r.id FROM {{p}}contact x, {{p}}resp r
     UNION ALL SELECT r.pbx, r.call_id, 'company', x.id, $11, r.id FROM {{p}}company x, {{p}}resp r
 )""",
-        "ARRAY(SELECT 'deal:' || id FROM {p}deal) || ARRAY(SELECT 'contact:' || id FROM {p}contact)"
-        " || ARRAY(SELECT 'company:' || id FROM {p}company)"
-        " || ARRAY(SELECT 'lead:' || id || ' (converted)' FROM {p}lead)",
+    "ARRAY(SELECT 'deal:' || id FROM {p}deal) || ARRAY(SELECT 'contact:' || id FROM {p}contact)"
+    " || ARRAY(SELECT 'company:' || id FROM {p}company)"
+    " || ARRAY(SELECT 'lead:' || id || ' (converted)' FROM {p}lead)",
+)
+
+
+def _deal(a: CreateDeal) -> _Part:
+    return _Part(
+        _DEAL,
         (
             a.title,
             a.source,
@@ -203,9 +221,8 @@ def _deal(a: CreateDeal) -> _Part:
     )
 
 
-def _activities(acts: list[LogActivity]) -> _Part:
-    return _Part(
-        """{p}act AS (
+_ACTIVITIES = _Template(
+    """{p}act AS (
     INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
     SELECT c.pbx, c.call_id, a.entity_type, a.entity_id, a.status, u.id
     FROM call_row c,
@@ -215,8 +232,14 @@ def _activities(acts: list[LogActivity]) -> _Part:
     ON CONFLICT (pbx, call_id, entity_type, entity_id) DO NOTHING
     RETURNING entity_type, entity_id
 )""",
-        "ARRAY(SELECT 'activity on ' || entity_type || ':' || entity_id FROM {p}act"
-        " ORDER BY entity_type = 'deal', entity_type, entity_id)",
+    "ARRAY(SELECT 'activity on ' || entity_type || ':' || entity_id FROM {p}act"
+    " ORDER BY entity_type = 'deal', entity_type, entity_id)",
+)
+
+
+def _activities(acts: list[LogActivity]) -> _Part:
+    return _Part(
+        _ACTIVITIES,
         (
             [a.entity_type for a in acts],
             [a.entity_id for a in acts],
@@ -226,40 +249,55 @@ def _activities(acts: list[LogActivity]) -> _Part:
     )
 
 
-def _pending(a: CreatePendingCall) -> _Part:
-    return _Part(
-        """{p}pending AS (
+_PENDING = _Template(
+    """{p}pending AS (
     INSERT INTO crm.pending_calls (pbx, call_id, e164, did_e164, answered_by, source)
     SELECT c.pbx, c.call_id, $1, $2, $3, $4 FROM call_row c
     RETURNING id
 )""",
-        "ARRAY(SELECT 'pending call #' || id FROM {p}pending)",
+    "ARRAY(SELECT 'pending call #' || id FROM {p}pending)",
+)
+
+
+def _pending(a: CreatePendingCall) -> _Part:
+    return _Part(
+        _PENDING,
         (a.e164, a.did, a.answered_by, a.source),
     )
 
 
-def _task(a: CreateCallbackTask) -> _Part:
-    return _Part(
-        f"""{{p}}task AS (
+_TASK = _Template(
+    f"""{{p}}task AS (
     INSERT INTO crm.tasks (title, pbx, call_id, e164, entity_type, entity_id, responsible_id)
     SELECT $1, c.pbx, c.call_id, $2, $3, $4::bigint, {_USER.format("$5")} FROM call_row c
     RETURNING id
 )""",
-        "ARRAY(SELECT 'callback task #' || id FROM {p}task)",
+    "ARRAY(SELECT 'callback task #' || id FROM {p}task)",
+)
+
+
+def _task(a: CreateCallbackTask) -> _Part:
+    return _Part(
+        _TASK,
         (a.title, a.e164, a.entity_type, a.entity_id, a.responsible),
     )
 
 
-def _close(a: CloseCallbackTasks) -> _Part:
-    return _Part(
-        """{p}closed AS (
+_CLOSE = _Template(
+    """{p}closed AS (
     UPDATE crm.tasks t
     SET status = 'closed', closed_at = now(), closed_by_pbx = c.pbx, closed_by_call_id = c.call_id
     FROM call_row c
     WHERE t.id = ANY($1::bigint[]) AND t.status = 'open'
     RETURNING t.id
 )""",
-        "ARRAY(SELECT 'closed task #' || id FROM {p}closed ORDER BY id)",
+    "ARRAY(SELECT 'closed task #' || id FROM {p}closed ORDER BY id)",
+)
+
+
+def _close(a: CloseCallbackTasks) -> _Part:
+    return _Part(
+        _CLOSE,
         (list(a.task_ids),),
     )
 
@@ -320,21 +358,30 @@ def call_statement(summary: CallSummary, decision: Decision) -> tuple[str, list[
     if activities:
         parts.append(_activities(activities))
     parts.extend(_part(a) for a in decision.actions if not isinstance(a, LogActivity))
+    shape = tuple((part.template, len(part.params)) for part in parts)
+    for part in parts:
+        params.extend(part.params)
+    return _compose(shape), params
+
+
+@functools.lru_cache(maxsize=64)
+def _compose(shape: tuple[tuple[_Template, int], ...]) -> str:
+    """The statement text for a sequence of action kinds (few shapes exist: cached)."""
     ctes = [_CALL_ROW]
     results = []
-    for i, part in enumerate(parts):
+    offset = _CALL_PARAMS
+    for i, (template, count) in enumerate(shape):
         prefix = f"a{i}_"
-        offset = len(params)
-        ctes.append(_shift(part.ctes.replace("{p}", prefix), offset))
-        results.append(_shift(part.result.replace("{p}", prefix), offset))
-        params.extend(part.params)
+        ctes.append(_shift(template.ctes.replace("{p}", prefix), offset))
+        results.append(_shift(template.result.replace("{p}", prefix), offset))
+        offset += count
     made = " || ".join(results) if results else "ARRAY[]::text[]"
     sql = (
         "WITH "
         + ",\n".join(ctes)
         + f"\nSELECT EXISTS (SELECT 1 FROM call_row) AS recorded, {made} AS made"
     )
-    return sql, params
+    return sql
 
 
 async def write_call(
