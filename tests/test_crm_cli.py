@@ -116,7 +116,8 @@ def test_tasks_open_and_closed(
         ("closed", "202", KNOWN_202, "main/cb"),
         ("open", "203", "+34600555666", "-"),
     ]
-    only_open = cli("crm", "tasks", "--open", *cfg, dsn=lab_dsn, cwd=tmp_path).stdout.splitlines()
+    # options before the action work too
+    only_open = cli("crm", *cfg, "tasks", "--open", dsn=lab_dsn, cwd=tmp_path).stdout.splitlines()
     assert len(only_open) == 2 and "+34600555666" in only_open[1]
 
 

@@ -28,9 +28,17 @@ HELP = "pending calls, tasks, create-from-call, convert-lead"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # accepted before or after the action; SUPPRESS keeps an action's missing option from
+    # overwriting one given before it
+    parser.add_argument("--config", help="config file (database and pbx sections)")
+    parser.add_argument("--dsn", help="database DSN (overrides the config)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (database and pbx sections)")
-    common.add_argument("--dsn", help="database DSN (overrides the config)")
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, help="config file (database and pbx sections)"
+    )
+    common.add_argument(
+        "--dsn", default=argparse.SUPPRESS, help="database DSN (overrides the config)"
+    )
     sub = parser.add_subparsers(dest="crm_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("pending", parents=[common], help="unknown calls waiting for a record")
