@@ -98,8 +98,15 @@ class Spool:
         except OSError:
             return 0
 
-    def append(self, key: str, record: Mapping[str, Any]) -> None:
-        """Store a finished call durably (written and fsync-ed) before it is handed on."""
+    def append(self, key: str, record: Mapping[str, Any]) -> bool:
+        """Store a finished call durably (written and fsync-ed) before it is handed on.
+
+        A call already waiting under the same key is kept, not replaced (False
+        is returned): the first version is the one seen on AMI, and the later
+        one is the CDR's account of the same call, offered by a backfill that
+        could not ask the CRM what it has (database down) — the CDR knows less
+        (no transfers; after a blind transfer not even the DID, capture 04).
+        """
         line = (
             json.dumps(
                 {"key": key, "record": record}, ensure_ascii=False, separators=(",", ":")
@@ -107,6 +114,9 @@ class Spool:
             + b"\n"
         )
         with self._lock:
+            if key in self._pending:
+                log.debug("spool %s: %s already waiting, first version kept", self.folder, key)
+                return False
             try:
                 self._calls.write(line)
                 self._calls.flush()
@@ -127,6 +137,7 @@ class Spool:
                 len(self._pending),
                 self.warn_bytes,
             )
+        return True
 
     def ack(self, key: str) -> None:
         """The call is committed in the CRM: forget it (durably)."""

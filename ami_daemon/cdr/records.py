@@ -53,7 +53,9 @@ STANDARD_COLUMNS = (
     "disposition",
     "amaflags",
 )
-_UNIQUEID = re.compile(r"^\d+\.\d+$")
+#: ``1795797192.0``; with ``systemname`` set in asterisk.conf Asterisk prefixes
+#: every Uniqueid and Linkedid with it: ``pbx1-1795797192.0``.
+_UNIQUEID = re.compile(r"^(?:[\w.-]+-)?\d+\.\d+$")
 
 
 class CdrFormatError(ValueError):
