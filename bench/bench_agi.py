@@ -16,7 +16,9 @@ local PostgreSQL), migrates it and generates in SQL 50 employees and
     the server closing the session, i.e. how long ``AGI()`` holds the call:
     p50, p99, max;
   - closed loop: ``--sessions`` (20) concurrent Asterisk channels, each
-    starting its next call when the last ends: sustained lookups/s;
+    starting its next call when the last ends: sustained lookups/s, and the
+    server's CPU time per lookup (from /proc: less sensitive than wall time
+    to other jobs on the machine), hence its capacity per core;
   - baseline in the same run: the same two loops against a *dialogue floor*,
     a bare asyncio server in a child process that reads the environment and
     sends the same commands (fixed values, no parsing, no lookup): what the
@@ -154,7 +156,15 @@ async def open_loop(port: int, rate: float, seconds: float, rng: random.Random) 
     )
 
 
-async def closed_loop(port: int, sessions: int, seconds: float, rng: random.Random) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def closed_loop(
+    port: int, sessions: int, seconds: float, rng: random.Random, server_pid: int
+) -> None:
     done = 0
     failed = 0
     deadline = time.perf_counter() + seconds
@@ -167,11 +177,16 @@ async def closed_loop(port: int, sessions: int, seconds: float, rng: random.Rand
             failed += variables.get("CRM_LOOKUP") != "ok"
 
     begin = time.perf_counter()
+    cpu_before, own_before = cpu_seconds(server_pid), time.process_time()
     await asyncio.gather(*(channel() for _ in range(sessions)))
     span = time.perf_counter() - begin
+    server_ms = (cpu_seconds(server_pid) - cpu_before) / done * 1000
+    client_ms = (time.process_time() - own_before) / done * 1000
     print(
         f"closed loop, {sessions} sessions for {seconds:.0f} s: {done} lookups, "
-        f"{done / span:,.0f} lookups/s sustained; not ok: {failed}"
+        f"{done / span:,.0f} lookups/s sustained; not ok: {failed}\n"
+        f"   CPU per lookup: server {server_ms:.2f} ms (= {1000 / server_ms:,.0f} lookups/s "
+        f"per core), this Asterisk stand-in {client_ms:.2f} ms"
     )
 
 
@@ -314,7 +329,7 @@ async def bench(args: argparse.Namespace, dsn: str, folder: Path) -> None:
         try:
             await asyncio.gather(*(fastagi_call(port, caller(rng)) for _ in range(50)))  # warm-up
             await open_loop(port, args.rate, args.seconds, rng)
-            await closed_loop(port, args.sessions, args.seconds, rng)
+            await closed_loop(port, args.sessions, args.seconds, rng, server.pid)
         finally:
             server.terminate()
             await server.wait()

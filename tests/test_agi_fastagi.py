@@ -309,6 +309,16 @@ async def test_bad_clients_do_not_stall_other_sessions(crm_dsn: str, tmp_path: P
             w.write(("\n".join(BASE_ENV[:cut]) + "\nagi_chan").encode())
             await w.drain()
             w.close()
+        # an environment that never ends: closed at the size bound
+        flood_reader, flood = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            flood.write(b"agi_network: yes\n" * 3000)
+            await flood.drain()
+            answer = await asyncio.wait_for(flood_reader.read(), 5)
+        except ConnectionResetError:  # closed with our bytes unread: a reset
+            answer = b""
+        assert answer == b""  # closed, nothing sent
+        flood.close()
         # half an environment, and stay connected
         _, hanging = await asyncio.open_connection("127.0.0.1", server.port)
         hanging.write(("\n".join(BASE_ENV[:10]) + "\n").encode())

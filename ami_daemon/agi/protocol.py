@@ -158,7 +158,7 @@ class EnvironmentParser:
         index = _INDEX.get(key)
         if index is not None:
             expected = self._cursor
-            if expected < _OPTIONAL_LEADING and index == _OPTIONAL_LEADING and expected == 0:
+            if expected == 0 and index == _OPTIONAL_LEADING:
                 expected = _OPTIONAL_LEADING  # classic AGI: no agi_network pair
             if index != expected:
                 return False

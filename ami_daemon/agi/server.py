@@ -8,8 +8,8 @@ panoramisk's ``fast_agi`` spins forever, stalling the whole event loop, when a
 client closes before the end of the environment (STACK.md): its read loop
 never notices end of file.  Here every read has a deadline and end of file
 ends the session: a port scan, a health check that connects and leaves, a
-half-written environment, a client that sends nothing, a line longer than
-:data:`~.protocol.MAX_LINE_BYTES` — each costs one log line and one closed
+half-written environment, a client that sends nothing, an environment larger than
+:data:`~.protocol.MAX_ENV_BYTES` — each costs one log line and one closed
 socket; other sessions and the rest of the daemon never wait for it.
 
 Peers outside ``allowed_peers`` are closed before anything is read.  Routes are
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ami_daemon.agi.lookup import AgiHangup
 from ami_daemon.agi.protocol import (
-    MAX_LINE_BYTES,
+    MAX_ENV_BYTES,
     AgiEnvironment,
     AgiResponse,
     BadEnvironment,
@@ -111,20 +111,28 @@ async def _readline(reader: asyncio.StreamReader) -> str | None:
     except asyncio.IncompleteReadError:
         return None
     except asyncio.LimitOverrunError:
-        raise BadEnvironment(f"a line longer than {MAX_LINE_BYTES} bytes") from None
+        raise BadEnvironment(f"a line longer than {MAX_ENV_BYTES} bytes") from None
     return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 async def read_environment(reader: asyncio.StreamReader, timeout: float) -> AgiEnvironment | None:
-    """The ``agi_*`` block, or None when the client left before its blank line."""
-    parser = EnvironmentParser()
+    """The ``agi_*`` block, or None when the client left before its blank line.
+
+    One read up to the first blank line (``\\n\\n``), bounded by the reader's
+    limit (:data:`~.protocol.MAX_ENV_BYTES`), then parsed line by line.
+    """
     async with asyncio.timeout(timeout):
-        while True:
-            line = await _readline(reader)
-            if line is None:
-                return None
-            if parser.feed(line):
-                return parser.result()
+        try:
+            raw = await reader.readuntil(b"\n\n")
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError:
+            raise BadEnvironment(f"no end of the environment in {MAX_ENV_BYTES} bytes") from None
+    parser = EnvironmentParser()
+    for line in raw.decode("utf-8", errors="replace").split("\n"):
+        if parser.feed(line):
+            break
+    return parser.result()
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class FastAgiServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.bind, self._port, limit=MAX_LINE_BYTES, reuse_address=True
+            self._accept, self.bind, self._port, limit=MAX_ENV_BYTES, reuse_address=True
         )
         log.info(
             "FastAGI listening on %s:%d (routes: %s)", self.bind, self.port, ", ".join(self.routes)
