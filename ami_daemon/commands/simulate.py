@@ -76,7 +76,8 @@ def _agi_address(url: str) -> tuple[str, int]:
 
 
 def _options(args: argparse.Namespace) -> SimulatorOptions:
-    ami = config.load(args.config).ami
+    cfg = config.load(args.config)
+    ami = cfg.ami
     if args.speed is not None and args.speed <= 0:
         raise UserError(f"--speed must be greater than 0, got {args.speed}")
     for name in ("drop_after", "stall_after"):
@@ -89,7 +90,7 @@ def _options(args: argparse.Namespace) -> SimulatorOptions:
         raise UserError(f"--lost-events must not be negative, got {args.lost_events}")
     return SimulatorOptions(
         username=args.username or ami.username,
-        secret=args.secret if args.secret is not None else ami.secret,
+        secret=args.secret if args.secret is not None else cfg.ami_secret(),
         speed=None if args.fast else args.speed,
         drop_after=args.drop_after,
         stall_after=args.stall_after,
