@@ -482,3 +482,34 @@ async def test_reconnect_delays_double_up_to_the_cap() -> None:
         await starting
     assert list(connection.backoff_delays)[:6] == [0.025, 0.05, 0.1, 0.2, 0.2, 0.2]
     assert connection.failed_attempts >= 6
+
+
+@pytest.mark.asyncio
+async def test_control_stock_panoramisk_corrupts_the_same_split_stream() -> None:
+    """The splitting server does reproduce STACK.md's fault on unpatched panoramisk."""
+    from panoramisk import Manager
+
+    names = ["Иван Петров", "Éloïse Muñoz"]
+    server = SplittingServer(names)
+    port = await server.start()
+    got: list[str] = []
+    manager = Manager(
+        host="127.0.0.1",
+        port=port,
+        username="ami-daemon",
+        secret=SECRET,
+        ping_delay=3600,
+        loop=asyncio.get_running_loop(),
+    )
+    manager.register_event("Newchannel", lambda _m, event: got.append(event["CallerIDName"]))
+    try:
+        await manager.connect()
+        for _ in range(100):
+            if len(got) == len(names):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        manager.close()
+        await server.close()
+    assert len(got) == len(names)
+    assert got != names  # e.g. 'ван Петров': the split character was dropped
