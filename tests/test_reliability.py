@@ -308,6 +308,63 @@ async def test_sigkill_during_writes_and_restart_nothing_lost_nothing_doubled(
     )
 
 
+@pytest.mark.asyncio
+async def test_sigkill_mid_replay_calls_in_memory_come_back_from_the_cdr(
+    migrated_dsn: str, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    """Killed while calls are in progress: those only in the tracker's memory, and
+    those that happen while no daemon runs, come back at the restart from the
+    CDR (state.json says since when); those already spooled come from the spool
+    (its AMI version, not the CDR's), and nothing is written twice."""
+    captures = load_lab()
+    timeline = timeline_now(captures, copies=3, interleave=2.0)
+    expected = expected_calls(timeline.events)
+    cdr_file = write_cdr(tmp_path / "Master.csv", cdr_custom_for(timeline, captures, copies=3))
+    records, _ = parse_csv(cdr_file.read_text(), ZONE)
+    spool = tmp_path / "spool"
+    sim = simulator(timeline, speed=25.0)
+    await sim.start()
+    try:
+        config = write_config_file(
+            tmp_path / "config.yaml", migrated_dsn, sim.port, spool, cdr=cdr_file
+        )
+        first = DaemonProcess(config, tmp_path / "first.log")
+        processes.append(first)
+        await until(lambda: sim.played >= len(timeline.events) // 2, 30, "half the replay")
+        await first.kill()
+        at_kill = await count_calls(migrated_dsn)
+        assert 0 < at_kill < len(expected)
+        assert (spool / "state.json").exists()
+        await sim.wait_done(60)
+        second = DaemonProcess(config, tmp_path / "second.log")
+        processes.append(second)
+
+        async def all_written() -> bool:
+            return await count_calls(migrated_dsn) == len(expected)
+
+        await until(all_written, 30, "every call back after the restart")
+        assert await second.terminate() == 0
+    finally:
+        await sim.close()
+    stored = {cid: r for (_, cid), r in (await crm_calls(migrated_dsn)).items()}
+    assert set(stored) == set(expected)
+    assert await doubles(migrated_dsn) == 0
+    truth = {s.call_id: s for s in summaries_from_records(records, lab_config("", 0, spool).pbx)}
+    for call_id, row in stored.items():
+        assert row["status"] == truth[call_id].status.value, call_id
+    log = second.text()
+    assert "CDR backfill" in log
+    figures(
+        "sigkill_mid_replay",
+        sent=len(expected),
+        written_before_kill=at_kill,
+        written=len(stored),
+        duplicated=await doubles(migrated_dsn),
+        lost=len(set(expected) - set(stored)),
+        interrupted=sum(1 for r in stored.values() if r["status"] == "interrupted"),
+    )
+
+
 # ------------------------------------------------------- 3. AMI link cut, CDR
 
 
