@@ -273,3 +273,44 @@ def _line_of(text: str, needle: str) -> int:
         if needle in line:
             return number
     return 0
+
+
+@pytest.mark.asyncio
+async def test_sigint_stops_a_daemon_still_waiting_for_asterisk(
+    lab_dsn: str, tmp_path: Path
+) -> None:
+    """Asterisk unreachable at start: retried, not ready, and Ctrl-C still stops it cleanly."""
+    metrics_port = free_port()
+    config = write_config(
+        tmp_path / "config.yaml",
+        dsn=lab_dsn,
+        ami_port=free_port(),  # nobody listens there
+        rules=default_rules_path(),
+        spool=tmp_path / "spool",
+        agi_port=free_port(),
+        metrics_port=metrics_port,
+    )
+    notify = NotifyListener()
+    notify.start()
+    daemon = await start_daemon(
+        config,
+        tmp_path / "daemon.log",
+        metrics_port=metrics_port,
+        notify=notify,
+        watchdog_usec=WATCHDOG_USEC,
+    )
+    try:
+        await poll(lambda: "cannot connect to Asterisk" in daemon.log_text(), "a retry logged")
+        # alive (the watchdog beats) but not ready: systemd would keep it "activating"
+        await notify.wait_for("WATCHDOG=1", count=2)
+        samples = await daemon.metrics()
+        daemon.signal(signal.SIGINT)
+        status = await daemon.wait_exit()
+    finally:
+        await daemon.kill()
+        await notify.close()
+    assert status == 0, daemon.log_text()
+    assert notify.count("READY=1") == 0
+    assert notify.count("STOPPING=1") == 1
+    assert samples["ami_daemon_ami_connected"] == 0
+    assert "Traceback" not in daemon.log_text()
