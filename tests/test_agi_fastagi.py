@@ -20,7 +20,9 @@ import pytest
 import pytest_asyncio
 
 from ami_daemon import config
-from ami_daemon.agi.crm_server import CrmLookupServer, RulesRouting
+from ami_daemon.agi.crm_server import CrmLookupServer, RuleSetRouting, RulesRouting
+from ami_daemon.agi.server import FastAgiServer
+from ami_daemon.rules.loader import load_rules
 from tests.test_agi_helpers import (
     EVIL_NAME,
     LONG_NAME,
@@ -347,3 +349,28 @@ def test_rules_routing_reloads_edited_rules_and_keeps_the_last_good(tmp_path: Pa
     (tmp_path / "00.yaml").write_text("defaults: [broken\n")
     now[0] = 10.0
     assert routing().default_route is False
+
+
+def test_allow_list_reads_ipv4_mapped_ipv6_and_rejects_garbage() -> None:
+    server = FastAgiServer({}, allowed_peers=["127.0.0.1/32", "10.0.0.0/8", "::1/128"])
+    assert server.allowed("127.0.0.1") and server.allowed("::1")
+    assert server.allowed("::ffff:10.1.2.3")
+    assert not server.allowed("192.168.1.10") and not server.allowed("fe80::1%eth0")
+    assert not server.allowed("not-an-address")
+
+
+def test_rule_set_routing_follows_the_daemons_reloads(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "00.yaml").write_text("defaults:\n  route_to_responsible: yes\n")
+    (tmp_path / "b" / "00.yaml").write_text("defaults:\n  route_to_responsible: no\n")
+    current: list[Any] = [load_rules(tmp_path / "a", "ES")]
+    routing = RuleSetRouting(lambda: current[0])
+    assert routing().default_route is True
+    current[0] = load_rules(tmp_path / "b", "ES")  # what a SIGHUP reload does
+    assert routing().default_route is False
+
+    def not_loaded() -> Any:
+        raise RuntimeError("rules not loaded yet")
+
+    assert RuleSetRouting(not_loaded)().default_route is False
