@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -245,6 +247,52 @@ async def test_database_down_during_a_burst_of_200_calls_every_call_written_once
     )
 
 
+@pytest.mark.asyncio
+async def test_database_outage_is_logged_with_the_growing_spool_depth(
+    migrated_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: "the spool depth is in metrics and logs".  An operator reading
+    the log during an outage must see that calls are piling up, and how many —
+    not only that the writer lock was lost ("standing by")."""
+    captures = load_lab(["01", "02", "03", "04", "06", "07", "08", "10"])
+    timeline = timeline_now(captures, copies=13, interleave=0.2)
+    expected = expected_calls(timeline.events)
+    ami_port = free_port()
+    caplog.set_level("INFO")
+    async with PgProxy() as proxy:
+        daemon = Daemon(lab_config(proxy.dsn_for(migrated_dsn), ami_port, tmp_path / "spool"))
+        sim = simulator(timeline)
+        try:
+            await daemon.start()
+            await proxy.cut()
+            await sim.start(port=ami_port)
+            await sim.wait_done(60)
+            assert daemon.writer is not None
+            await until(lambda: daemon.writer.spool.depth == len(expected), 10, "all spooled")
+
+            def depths() -> list[int]:
+                return [
+                    int(m.group(1))
+                    for r in caplog.records
+                    if r.levelno >= logging.WARNING
+                    and (m := re.search(r"(\d+) call\(s\) wait in the spool", r.getMessage()))
+                ]
+
+            await until(
+                lambda: any(d >= 100 for d in depths()),
+                5,
+                "a warning in the log with the number of calls waiting in the spool",
+            )
+            await proxy.restore()
+            await until(
+                lambda: daemon.writer is not None and daemon.writer.idle, 30, "spool drained"
+            )
+        finally:
+            await daemon.stop()
+            await sim.close()
+    assert "CRM database reachable again" in caplog.text
+
+
 # ---------------------------------------------------- 2. SIGKILL during writes
 
 
@@ -415,6 +463,8 @@ async def test_ami_cut_mid_call_calls_ended_meanwhile_completed_from_the_cdr(
             assert row["answered_by"] == cdr.answered_by, call_id
     for call_id in unseen:  # never seen on AMI: what the CDR tells
         assert stored[call_id]["direction"] == truth[call_id].direction.value
+    for call_id in live:  # alive at the reconnect: the tracker went on following them
+        assert stored[call_id]["status"] == truth[call_id].status.value, call_id
     for call_id in before:  # seen whole on AMI: the tracker's own facts
         assert stored[call_id]["status"] == expected[call_id].status.value
     figures(
