@@ -75,6 +75,8 @@ from ami_daemon.metrics import Metrics
 from ami_daemon.pipeline import CallProcessor, Processed
 from ami_daemon.rules.loader import RulesSource, default_rules_path
 from ami_daemon.service import Daemon
+from ami_daemon.spool import Spool
+from ami_daemon.writer import spool_key
 
 TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
 SECRET = "bench"
@@ -259,6 +261,34 @@ def _memory_kib() -> tuple[int, int]:
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+class FsyncMeter:
+    """Times every ``os.fsync`` of this process: the spool's, run on the event loop thread."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._real = os.fsync
+
+    def install(self) -> None:
+        real, durations = self._real, self.durations
+
+        def timed_fsync(fd: Any) -> None:
+            started = time.perf_counter()
+            try:
+                real(fd)
+            finally:
+                durations.append(time.perf_counter() - started)
+
+        os.fsync = timed_fsync
+
+    def take(self) -> list[float]:
+        taken = list(self.durations)
+        self.durations.clear()
+        return taken
+
+
+FSYNC = FsyncMeter()
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -301,6 +331,9 @@ class LevelResult:
     agi_results: dict[str, int]
     write_mean_ms: float
     lag_p99_ms: float
+    fsyncs: int
+    fsync_share: float
+    fsync_p99_ms: float
 
 
 async def run_level(
@@ -354,6 +387,7 @@ async def run_level(
             await asyncio.sleep(0.02)
             lags.append(loop.time() - asked - 0.02)
 
+    FSYNC.take()
     cpu0, wall0 = _cpu_seconds(), time.time()
     await daemon.start()
     sampling = asyncio.create_task(sampler())
@@ -363,6 +397,7 @@ async def run_level(
         await asyncio.wait_for(done.wait(), 300)
     finally:
         cpu1, wall1 = _cpu_seconds(), time.time()
+        fsyncs = FSYNC.take()
         rss, hwm = _memory_kib()
         sampling.cancel()
         await daemon.stop()
@@ -404,25 +439,41 @@ async def run_level(
         agi_results=agi_results,
         write_mean_ms=1000 * write_sum / writes if writes else math.nan,
         lag_p99_ms=1000 * _percentile(lags, 0.99),
+        fsyncs=len(fsyncs),
+        fsync_share=100 * sum(fsyncs) / (wall1 - wall0),
+        fsync_p99_ms=1000 * _percentile(fsyncs, 0.99),
     )
     return result, summaries
 
 
-async def writer_alone(databases: Databases, summaries: list[CallSummary]) -> float:
-    """Baseline: the same calls through decide + apply one after the other (calls/s)."""
-    dsn = await databases.fresh("baseline")
+async def writer_alone(
+    databases: Databases, summaries: list[CallSummary], spool_dir: Path | None
+) -> float:
+    """Baseline: the same calls through decide + apply one after the other (calls/s).
+
+    With ``spool_dir``, each call is also appended to a spool (fsync) before
+    and acknowledged (fsync) after, as the daemon's writer does.
+    """
+    dsn = await databases.fresh("baseline_spool" if spool_dir else "baseline")
     rules = RulesSource(default_rules_path(), PBX.region)
     rules.load()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
+    spool = Spool(spool_dir) if spool_dir is not None else None
     try:
         processor = CallProcessor(pool, lambda: rules.current, PBX.zone)
         started = time.perf_counter()
         for summary in summaries:
+            if spool is not None:
+                spool.append(spool_key(summary), summary.to_json_dict())
             await processor.process(summary)
+            if spool is not None:
+                spool.ack(spool_key(summary))
         return len(summaries) / (time.perf_counter() - started)
     finally:
         await pool.close()
+        if spool is not None:
+            spool.close()
 
 
 def _print(result: LevelResult) -> None:
@@ -435,7 +486,9 @@ def _print(result: LevelResult) -> None:
         f"(peak {result.hwm_mib:5.1f}) | open calls ≤ {result.open_peak}, spool ≤ "
         f"{result.spool_peak}\n"
         f"{'':22}CRM write {result.write_mean_ms:.1f} ms mean | event loop lag p99 "
-        f"{result.lag_p99_ms:.1f} ms | AGI {result.agi_ok}/{result.agi_played} ok "
+        f"{result.lag_p99_ms:.1f} ms | spool fsync {result.fsyncs} x, p99 "
+        f"{result.fsync_p99_ms:.1f} ms, {result.fsync_share:.0f} % of the wall time\n"
+        f"{'':22}AGI {result.agi_ok}/{result.agi_played} ok "
         f"({', '.join(f'{k} {v}' for k, v in result.agi_results.items())}), "
         f"mean {result.agi_mean_ms:.1f} ms | {result.written}/{result.calls} calls, "
         f"{result.events:,} events",
@@ -466,10 +519,13 @@ async def bench(args: argparse.Namespace, conn: Connection, workdir: Path) -> No
                 conn, databases, "max", args.max_calls, 0.01, None, None, workdir
             )
             _print(result)
-        baseline = await writer_alone(databases, last_summaries)
+        alone = await writer_alone(databases, last_summaries, None)
+        spooled = await writer_alone(databases, last_summaries, workdir / "baseline-spool")
         print(
-            f"baseline, CRM path alone (decide + one transaction per call, sequential, "
-            f"{len(last_summaries)} calls): {baseline:7.1f} calls/s",
+            f"baseline, same {len(last_summaries)} calls one after the other, no AMI, no "
+            f"tracker:\n  CRM path alone (decide + one transaction): {alone:7.1f} calls/s\n"
+            f"  spool append (fsync) + CRM path + ack (fsync), as the writer: "
+            f"{spooled:7.1f} calls/s",
             flush=True,
         )
     finally:
@@ -495,6 +551,7 @@ def main() -> int:
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     _pin(0)
+    FSYNC.install()
     print(
         f"daemon (this process) on core 0, simulator on core 1, PostgreSQL on both; "
         f"CPUs: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}",
