@@ -58,8 +58,12 @@ def lab_config(
     *,
     pbx: str = "main",
     cdr: Path | None = None,
+    ping: float = 5.0,
 ) -> Config:
-    """The lab PBX, AGI off, metrics off (read in-process), fast reconnects."""
+    """The lab PBX, AGI off, metrics off (read in-process), fast reconnects.
+
+    ``ping``: the AMI keepalive's interval and timeout (a half-open link is
+    noticed after about twice this)."""
     base = load(LAB_YAML, {})
     return dataclasses.replace(
         base,
@@ -69,7 +73,8 @@ def lab_config(
             username="ami-daemon",
             secret=SECRET,
             reconnect_max_delay=0.3,
-            ping_interval=5.0,
+            ping_interval=ping,
+            ping_timeout=ping,
         ),
         database=DatabaseConfig(dsn=dsn, connect_timeout=2.0),
         agi=AgiConfig(enabled=False),

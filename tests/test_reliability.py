@@ -417,9 +417,12 @@ async def test_sigkill_mid_replay_calls_in_memory_come_back_from_the_cdr(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["drop", "stall"])
 async def test_ami_cut_mid_call_calls_ended_meanwhile_completed_from_the_cdr(
-    migrated_dsn: str, tmp_path: Path
+    migrated_dsn: str, tmp_path: Path, how: str
 ) -> None:
+    """``drop``: the sockets close (Asterisk restarted, a reset); ``stall``: they
+    stay open and silent (a half-open link) until the keepalive Ping times out."""
     captures = load_lab()
     timeline = timeline_now(captures, copies=3, interleave=2.0)
     expected = expected_calls(timeline.events)
@@ -433,9 +436,9 @@ async def test_ami_cut_mid_call_calls_ended_meanwhile_completed_from_the_cdr(
     assert problems == []
     config = lab_config(migrated_dsn, 0, tmp_path / "spool", cdr=cdr_file)
     truth = {s.call_id: s for s in summaries_from_records(records, config.pbx)}
-    sim = simulator(timeline, drop_after=drop_after, lost_events=lost_events)
+    sim = simulator(timeline, lost_events=lost_events, **{f"{how}_after": drop_after})
     await sim.start()
-    daemon = Daemon(lab_config(migrated_dsn, sim.port, tmp_path / "spool", cdr=cdr_file))
+    daemon = Daemon(lab_config(migrated_dsn, sim.port, tmp_path / "spool", cdr=cdr_file, ping=0.5))
     try:
         await daemon.start()
         await sim.wait_done(60)
@@ -468,7 +471,7 @@ async def test_ami_cut_mid_call_calls_ended_meanwhile_completed_from_the_cdr(
     for call_id in before:  # seen whole on AMI: the tracker's own facts
         assert stored[call_id]["status"] == expected[call_id].status.value
     figures(
-        "ami_cut",
+        f"ami_cut_{how}",
         sent=len(expected),
         written=len(stored),
         duplicated=await doubles(migrated_dsn),
@@ -478,6 +481,47 @@ async def test_ami_cut_mid_call_calls_ended_meanwhile_completed_from_the_cdr(
         interrupted_not_in_cdr=1,
         never_seen_recovered_from_cdr=len(unseen),
         still_live_at_reconnect=len(live),
+    )
+
+
+@pytest.mark.asyncio
+async def test_ami_cut_without_a_cdr_source_writes_what_it_knew(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    """The documented limit (cdr.source: none): calls that ended during the cut
+    are written ``interrupted`` with what AMI had shown; calls that started and
+    ended during the cut were never seen and are missing."""
+    captures = load_lab()
+    timeline = timeline_now(captures, copies=3, interleave=2.0)
+    expected = expected_calls(timeline.events)
+    drop_after, lost_events = 2000, 300
+    _before, held, unseen, _live = split_at_cut(timeline, drop_after, lost_events)
+    sim = simulator(timeline, drop_after=drop_after, lost_events=lost_events)
+    await sim.start()
+    daemon = Daemon(lab_config(migrated_dsn, sim.port, tmp_path / "spool"))
+    try:
+        await daemon.start()
+        await sim.wait_done(60)
+
+        async def all_seen_written() -> bool:
+            return await count_calls(migrated_dsn) == len(expected) - len(unseen)
+
+        await until(all_seen_written, 30, "every call the daemon saw in the CRM")
+        await until(lambda: daemon.writer is not None and daemon.writer.idle, 10, "writer idle")
+    finally:
+        await daemon.stop()
+        await sim.close()
+    stored = {cid: r for (_, cid), r in (await crm_calls(migrated_dsn)).items()}
+    assert set(stored) == set(expected) - unseen
+    assert {cid for cid, r in stored.items() if r["status"] == "interrupted"} == held
+    assert daemon.backfills == []
+    figures(
+        "ami_cut_no_cdr",
+        sent=len(expected),
+        written=len(stored),
+        duplicated=await doubles(migrated_dsn),
+        lost=len(set(expected) - set(stored)),
+        written_interrupted=len(held),
     )
 
 
