@@ -27,3 +27,8 @@ CREATE TABLE IF NOT EXISTS cdr (
 );
 CREATE INDEX IF NOT EXISTS cdr_calldate_idx ON cdr (calldate);
 CREATE INDEX IF NOT EXISTS cdr_linkedid_idx ON cdr (linkedid);
+-- cdr_pgsql sends times as text without an offset, in cdr_pgsql.conf's
+-- timezone (UTC): let every session of this database read them as UTC.
+DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I SET timezone TO %L', current_database(), 'UTC');
+END $$;

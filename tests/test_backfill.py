@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -118,3 +118,42 @@ def test_cdr_with_systemname_prefixed_ids_groups_by_linkedid() -> None:
     (only,) = summaries_from_records(records, PBX)
     assert only.call_id == "pbx1-1795797192.0"
     assert only.answered_by == "201"
+
+
+@pytest.mark.asyncio
+async def test_cdr_pgsql_text_times_are_read_as_utc_whatever_the_server_zone(dsn: str) -> None:
+    """cdr_pgsql INSERTs its times as text without an offset, in cdr_pgsql.conf's
+    ``timezone`` (UTC in ours); cdr_pgsql.sql makes the database's sessions read
+    them as UTC, even on a server whose default zone is local (Madrid here)."""
+    import asyncpg
+
+    from ami_daemon.cdr.sources import read_pgsql
+    from tests.paths import REPO
+
+    name = dsn.rsplit("/", 1)[1].split("?")[0]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Europe/Madrid'")
+        await conn.execute((REPO / "asterisk-conf" / "cdr_pgsql.sql").read_text())
+    finally:
+        await conn.close()
+    asterisk = await asyncpg.connect(dsn)  # a new session, as Asterisk's
+    try:
+        await asterisk.execute(
+            'INSERT INTO cdr (calldate, start, answer, "end", src, dst, channel, dstchannel, '
+            "lastapp, lastdata, duration, billsec, disposition, uniqueid, linkedid) VALUES "
+            "('2026-11-27 16:33:12', '2026-11-27 16:33:12', '2026-11-27 16:33:13', "
+            "'2026-11-27 16:33:16', '600111222', '911234567', 'SIP/trunk-00000000', "
+            "'SIP/201-00000001', 'Queue', 'sales,t,,,20', 4, 3, 'ANSWERED', "
+            "'1795797192.0', '1795797192.0')"
+        )
+    finally:
+        await asterisk.close()
+    since = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+    records, problems = await read_pgsql(
+        dsn, "cdr", since, since + timedelta(hours=1), ZoneInfo("Europe/Madrid")
+    )
+    assert problems == []
+    (only,) = summaries_from_records(records, PBX)
+    assert only.started_at == datetime(2026, 11, 27, 16, 33, 12, tzinfo=UTC)
+    assert only.talk_seconds == 3
