@@ -45,10 +45,10 @@ from tests.daemon_harness import (
 )
 
 #: 9 lab captures x 10 re-keyed copies = 90 calls, a new one every 0.25 s of
-#: capture time, replayed 6x faster: ~4.5 s of traffic, ~20 calls at once.
+#: capture time, replayed 3x faster: ~9 s of traffic, ~20 calls at once (the stop cuts it).
 COPIES = 10
 INTERLEAVE = 0.25
-SPEED = 6.0
+SPEED = 3.0
 
 
 @pytest_asyncio.fixture
