@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from ami_daemon.ami.fastagi_client import play_agi
+from ami_daemon.ami.timeline import load_capture
 from ami_daemon.rules.loader import default_rules_path
 from tests.daemon_harness import (
     LAB,
@@ -225,13 +227,23 @@ async def test_sighup_with_broken_rules_keeps_the_old_ones_and_a_fixed_file_appl
         assert daemon.running
         # the old rules (classic mode) still decide: a new caller gets a lead, not a deal
         assert await play(lab("01"), "1795797192.0") == "lead_created"
+        # and still route the FastAGI lookups: the known client rings its responsible first
+        assert (await lookup_known_client(agi_port)).get("CRM_ROUTE_TO") == "202"
 
-        crm_file.write_text(original_crm.replace("mode: classic", "mode: simple", 1))
+        crm_file.write_text(
+            original_crm.replace("mode: classic", "mode: simple", 1).replace(
+                "  route_to_responsible: yes", "  route_to_responsible: no", 1
+            )
+        )
         numbers_file.write_text(original_numbers)
         daemon.signal(signal.SIGHUP)
         await poll(lambda: "rules reloaded from" in daemon.log_text(), "the reload logged")
         # the fixed rules apply to the next call: simple mode creates a deal
         assert await play(lab("04"), "1795797227.7") == "deal_created"
+        # and to the next lookup: still known, no longer routed to the responsible
+        variables = await lookup_known_client(agi_port)
+        assert variables["CRM_LOOKUP"] == "ok" and variables["CRM_KNOWN"] == "1"
+        assert "CRM_ROUTE_TO" not in variables
         samples = await daemon.metrics()
         status = await daemon.stop()
     finally:
@@ -260,6 +272,14 @@ async def test_sighup_with_broken_rules_keeps_the_old_ones_and_a_fixed_file_appl
     assert "Traceback" not in log
     deals = await fetch(lab_dsn, "SELECT count(*) AS n FROM crm.deals")
     assert deals[0]["n"] == 1
+
+
+async def lookup_known_client(agi_port: int) -> dict[str, str]:
+    """Asterisk's side of capture 02's ``crm_lookup`` (Marta Ruiz calls): the variables set."""
+    (script,) = load_capture(lab("02")).agi
+    outcome = await play_agi("127.0.0.1", agi_port, script, timeout=10)
+    assert outcome.error is None, outcome.error
+    return dict(outcome.variables)
 
 
 async def _has_call(dsn: str, call_id: str) -> bool:
