@@ -141,7 +141,9 @@ async def crm_lookup(
     level = logging.DEBUG if decision.status is LookupStatus.OK else logging.WARNING
     if log.isEnabledFor(level):
         status, reason = decision.status.value, decision.reason
-        log.log(level, "crm_lookup %s: %s (%s)", env.uniqueid, status, reason)
+        # the trunk channel's Uniqueid is the call's Linkedid: the daemon's call id
+        call = {"call_id": env.uniqueid}
+        log.log(level, "crm_lookup %s: %s (%s)", env.uniqueid, status, reason, extra=call)
     return decision
 
 
@@ -182,5 +184,7 @@ async def _decide(
     except Exception as exc:  # fail open on anything: the call must go on
         if pending is not None:
             budget.abandon(pending)
-        log.debug("crm_lookup %s failed", env.uniqueid, exc_info=True)
+        log.debug(
+            "crm_lookup %s failed", env.uniqueid, exc_info=True, extra={"call_id": env.uniqueid}
+        )
         return failed(LookupStatus.ERROR, f"{type(exc).__name__}: {exc}")
