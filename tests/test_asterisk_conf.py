@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ami_daemon import phones
 from ami_daemon.agi import variables as v
 from ami_daemon.config import PbxConfig
 from ami_daemon.rules.loader import default_rules_path, load_rules
@@ -152,3 +153,45 @@ def test_other_files_parse_as_asterisk_config(name: str) -> None:
     sections = parse_ini(CONF / name)
     assert sections
     assert all(keys or template for _, template, keys in sections)
+
+
+def asterisk_pattern(pattern: str) -> re.Pattern[str]:
+    """An extension pattern (``_[1-8]XX``, ``_XXXXXX.``) as a regex, as pbx.c matches it."""
+    if not pattern.startswith("_"):
+        return re.compile(re.escape(pattern) + r"\Z")
+    out = ""
+    rest = pattern[1:]
+    while rest:
+        ch, rest = rest[0], rest[1:]
+        if ch == "[":
+            inside, rest = rest.split("]", 1)
+            out += f"[{inside}]"
+        else:
+            out += {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]", ".": ".+", "!": ".*"}.get(
+                ch, re.escape(ch)
+            )
+    return re.compile(out + r"\Z")
+
+
+def context_patterns(name: str) -> list[re.Pattern[str]]:
+    body = EXTENSIONS.split(f"[{name}]", 1)[1].split("\n[", 1)[0]
+    return [asterisk_pattern(p) for p in re.findall(r"^exten => ([^,]+),1,", body, re.M)]
+
+
+@pytest.mark.parametrize(
+    ("dialled", "internal"),
+    [
+        ("201", True),
+        ("899", True),
+        ("6001112", False),
+        ("600111222", False),
+        ("0034911000111", False),
+    ],
+)
+def test_phones_dial_extensions_inside_and_numbers_outside(dialled: str, internal: bool) -> None:
+    """Seven digits or more leave through the trunk: what ami_daemon.phones calls a number."""
+    extension, outside = context_patterns(v.CONTEXT_INTERNAL)
+    assert bool(extension.match(dialled)) is internal
+    assert bool(outside.match(dialled)) is (not internal)
+    assert phones.is_extension(dialled) is internal
+    assert any(p.match(dialled) for p in context_patterns(v.CONTEXT_OUTBOUND)) is (not internal)
