@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -209,3 +210,32 @@ async def test_without_the_package_the_script_finds_the_checkout_venv(tmp_path: 
     # the re-executed script read the environment and reported the missing config
     assert 'SET VARIABLE CRM_LOOKUP "error"' in out.decode()
     assert "missing.yaml" in err.decode()
+
+
+@pytest.mark.asyncio
+async def test_sighup_from_asterisk_stops_the_script_before_its_next_command(
+    crm_dsn: str, tmp_path: Path
+) -> None:
+    """Asterisk sends SIGHUP when the caller hangs up; pyst2's handler turns it into a hangup."""
+    config_file = write_config(tmp_path, crm_dsn)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        str(config_file),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"AMI_DAEMON_AGI_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(("\n".join(KNOWN_ENV) + "\n\n").encode())
+    first = await asyncio.wait_for(proc.stdout.readline(), 20)
+    assert first == b"GET VARIABLE CRM_DID\n"
+    proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.2)
+    proc.stdin.write(b"200 result=1 (911234567)\n")
+    rest = await asyncio.wait_for(proc.stdout.read(), 20)
+    err = (await proc.stderr.read()).decode()
+    assert await proc.wait() == 0
+    assert rest == b""  # no SET VARIABLE after the hangup
+    assert "Traceback" not in err
