@@ -374,3 +374,73 @@ def test_rule_set_routing_follows_the_daemons_reloads(tmp_path: Path) -> None:
         raise RuntimeError("rules not loaded yet")
 
     assert RuleSetRouting(not_loaded)().default_route is False
+
+
+class SwitchableProxy:
+    """A TCP proxy to PostgreSQL that can refuse (accept and close) instead of forwarding."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.refuse = True
+        self.attempts = 0
+        self.server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SwitchableProxy:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
+        if self.refuse:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for task in (pipe(reader, up_writer), pipe(up_reader, writer)):
+            t = asyncio.ensure_future(task)
+            self._pipes.add(t)
+            t.add_done_callback(self._pipes.discard)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        if self._pipes:
+            await asyncio.wait(set(self._pipes), timeout=2)
+        await self.server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_lookups_resume_after_the_fail_fast_window(crm_dsn: str, tmp_path: Path) -> None:
+    pg_port = int(re.search(r":(\d+)/", crm_dsn).group(1))  # type: ignore[union-attr]
+    name = crm_dsn.rsplit("/", 1)[1]
+    async with SwitchableProxy(pg_port) as proxy:
+        dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}"
+        async with running(tmp_path, dsn, fail_fast_seconds=0.5, cache_ttl=0) as server:
+            down = await call(server, env_for("600333444"))
+            tried = proxy.attempts
+            proxy.refuse = False  # the database is back...
+            still_failing_fast = await call(server, env_for("600333444"))
+            assert proxy.attempts == tried  # ...but not tried inside the window
+            await asyncio.sleep(0.6)
+            back = await call(server, env_for("600333444"))
+    assert down.set_vars == {"CRM_LOOKUP": "error"}
+    assert still_failing_fast.set_vars == {"CRM_LOOKUP": "error"}
+    assert back.set_vars["CRM_ENTITY"] == "contact:17"
