@@ -444,3 +444,22 @@ async def test_lookups_resume_after_the_fail_fast_window(crm_dsn: str, tmp_path:
     assert down.set_vars == {"CRM_LOOKUP": "error"}
     assert still_failing_fast.set_vars == {"CRM_LOOKUP": "error"}
     assert back.set_vars["CRM_ENTITY"] == "contact:17"
+
+
+@pytest.mark.asyncio
+async def test_a_bug_inside_the_lookup_still_lets_the_call_through(
+    crm_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_routing() -> Any:
+        raise RuntimeError("a bug")
+
+    server = CrmLookupServer(
+        config.load(write_config(tmp_path, crm_dsn)), routing=broken_routing, port=0
+    )
+    await server.start()
+    try:
+        side = await call(server, env_for("600333444"))
+    finally:
+        await server.close()
+    assert side.set_vars == {"CRM_LOOKUP": "error"}
+    assert "RuntimeError: a bug" in caplog.text

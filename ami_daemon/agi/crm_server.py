@@ -189,7 +189,10 @@ class CrmLookupServer:
 
     async def start(self) -> None:
         """Listen; the database is contacted in the background of the first call."""
-        self.lookup.routing()  # load the rules now: problems show at startup
+        try:
+            self.lookup.routing()  # load the rules now: problems show at startup
+        except Exception:
+            log.exception("routing rules unavailable at start; lookups will answer error")
         await self.fastagi.start()
 
     async def close(self) -> None:

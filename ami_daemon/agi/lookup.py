@@ -160,7 +160,10 @@ async def _decide(
         return failed(LookupStatus.ERROR, f"AGI environment cut short or out of order: {detail}")
     # The caller number is in the environment: start the query now, so that it runs
     # while Asterisk answers GET VARIABLE CRM_DID (one round trip less to wait for).
-    caller, _ = caller_number(env, settings.region)
+    try:
+        caller, _ = caller_number(env, settings.region)
+    except Exception as exc:  # a bug reading the number: fail open all the same
+        return failed(LookupStatus.ERROR, f"{type(exc).__name__}: {exc}")
     pending = budget.start(owners.find(caller), settings.time_budget) if caller else None
     try:
         crm_did = await channel.get_variable(v.CRM_DID)
