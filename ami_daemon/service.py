@@ -196,16 +196,22 @@ class Daemon:
             self._spawn(self._watchdog(self.notifier.watchdog_seconds / 2), "watchdog")
 
     def _writer_changed(self, active: bool) -> None:
-        self.notifier.status("active CRM writer" if active else "standby: another daemon writes")
+        if active:
+            status = "active CRM writer"
+        elif self.writer is not None and not self.writer.database_up:
+            status = "standby: CRM database unreachable, calls wait in the spool"
+        else:
+            status = "standby: another daemon writes (or the database is unreachable)"
+        self.notifier.status(status)
         if self.writer is not None:
             self.writer.wake()
 
-    async def _recorded_calls(self, calls: list[CallSummary]) -> set[str]:
+    async def _recorded_calls(self, call_ids: list[str]) -> set[str]:
         """Standby: which of its spooled calls the active daemon has written."""
         assert self._pool is not None
         try:
             async with self._pool.acquire(timeout=self.config.database.connect_timeout) as conn:
-                return await recorded_ids(conn, self.config.pbx.name, [c.call_id for c in calls])
+                return await recorded_ids(conn, self.config.pbx.name, call_ids)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(str(exc)) from None
 
@@ -243,10 +249,7 @@ class Daemon:
         try:
             await self._ami.start()
         except AmiLoginError as exc:
-            raise UserError(
-                f"Asterisk refused the AMI login at {self._ami.where}: {exc} "
-                "(check ami.username/secret and manager.conf)"
-            ) from None
+            raise UserError(str(exc)) from None  # names host:port, user and Asterisk's reason
         self.metrics.ami_connected.set(1)
         self.ready.set()
         self.notifier.ready(f"connected to Asterisk at {self._ami.where}")

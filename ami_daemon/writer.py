@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 #: Refusals of one call before it is set aside in rejected.jsonl.
 MAX_REFUSALS = 3
 INITIAL_BACKOFF = 0.5
+#: Log the spool depth every this many calls waiting.
+SPOOL_LOG_EVERY = 100
+#: Seconds between a standby's checks of which spooled calls the active daemon wrote.
+PRUNE_INTERVAL = 2.0
 
 
 def spool_key(summary: CallSummary) -> str:
@@ -60,7 +64,7 @@ class CallWriter:
         max_backoff: float = 30.0,
         on_written: Callable[[Processed], None] | None = None,
         is_active: Callable[[], bool] = lambda: True,
-        recorded: Callable[[list[CallSummary]], Awaitable[set[str]]] | None = None,
+        recorded: Callable[[list[str]], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.spool = spool
         self._process = process
@@ -74,6 +78,7 @@ class CallWriter:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._busy = False
+        self._last_prune = float("-inf")
         self.written = 0
         self.already_recorded = 0
         self.rejected = 0
@@ -88,8 +93,15 @@ class CallWriter:
     def submit(self, summary: CallSummary) -> None:
         """Spool a finished call durably and wake the writer (synchronous: fsync)."""
         self.spool.append(spool_key(summary), summary.to_json_dict())
+        depth = self.spool.depth
         if self._metrics is not None:
-            self._metrics.spool_depth.set(self.spool.depth)
+            self._metrics.spool_depth.set(depth)
+        if depth and depth % SPOOL_LOG_EVERY == 0:
+            log.warning(
+                "%d call(s) wait in the spool, not yet in the CRM%s",
+                depth,
+                "" if self.database_up else " (database unreachable)",
+            )
         self._wake.set()
 
     def wake(self) -> None:
@@ -214,26 +226,38 @@ class CallWriter:
         self.rejected += 1
         log.error("call set aside in %s after %d refusals: %s", path, MAX_REFUSALS, reason)
 
+    def _database_down(self, exc: BaseException) -> None:
+        if self.database_up:
+            log.error(
+                "CRM database unreachable; %d call(s) wait in the spool: %s", self.spool.depth, exc
+            )
+        self.database_up = False
+
     async def _prune_recorded(self) -> None:
-        """Standby: forget spooled calls that the active daemon has recorded."""
-        if self._recorded is None:
+        """Standby: forget spooled calls that the active daemon has recorded.
+
+        Checked at most every :data:`PRUNE_INTERVAL` seconds, with the call
+        ids taken from the spool keys (no record is parsed).
+        """
+        now = time.monotonic()
+        if self._recorded is None or now - self._last_prune < PRUNE_INTERVAL:
             return
-        pending = self.spool.pending()
-        summaries = []
-        for _key, record in pending:
-            try:
-                summaries.append(CallSummary.from_json_dict(record))
-            except (KeyError, ValueError, TypeError):
-                continue
-        if not summaries:
+        self._last_prune = now
+        keys = [key for key, _ in self.spool.pending()]
+        if not keys:
             return
+        ids = [key.split("\t", 1)[-1] for key in keys]
         try:
-            done = await self._recorded(summaries)
-        except DatabaseUnavailable:
+            done = await self._recorded(ids)
+        except DatabaseUnavailable as exc:
+            self._database_down(exc)
             return
-        for summary in summaries:
-            if summary.call_id in done:
-                self.spool.ack(spool_key(summary))
+        if not self.database_up:
+            log.info("CRM database reachable again")
+            self.database_up = True
+        for key, call_id in zip(keys, ids, strict=True):
+            if call_id in done:
+                self.spool.ack(key)
         if self._metrics is not None:
             self._metrics.spool_depth.set(self.spool.depth)
 
