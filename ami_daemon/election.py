@@ -107,7 +107,11 @@ class WriterLease:
     async def stop(self) -> None:
         """Release the lock (the standby takes over at once)."""
         self._stopped.set()
-        self._set(False)
+        if self.active:
+            log.info("releasing the CRM writer lock for PBX %r", self.pbx)
+            self.active = False
+            if self._on_change is not None:
+                self._on_change(False)
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):

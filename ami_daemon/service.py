@@ -35,6 +35,7 @@ import asyncpg
 from ami_daemon.ami.connection import (
     AmiConnection,
     AmiLoginError,
+    AmiNotConnected,
     ChannelSnapshot,
     LinkDown,
     LinkUp,
@@ -248,12 +249,20 @@ class Daemon:
         assert self._ami is not None
         try:
             await self._ami.start()
+        except AmiNotConnected:
+            if self._stop.is_set():
+                return  # stopped while Asterisk was still unreachable
+            raise
         except AmiLoginError as exc:
             raise UserError(str(exc)) from None  # names host:port, user and Asterisk's reason
         self.metrics.ami_connected.set(1)
         self.ready.set()
         self.notifier.ready(f"connected to Asterisk at {self._ami.where}")
+        malformed_seen = 0
         async for item in self._ami.stream():
+            if self._ami.malformed != malformed_seen:
+                self.metrics.events_malformed.inc(self._ami.malformed - malformed_seen)
+                malformed_seen = self._ami.malformed
             if isinstance(item, tuple):
                 message, received_at = item
                 if self.state is not None:
