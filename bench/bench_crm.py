@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from ami_daemon.calls.summary import CallStatus, CallSummary, Direction
-from ami_daemon.crm import migrate
+from ami_daemon.crm import embedded, migrate
 from ami_daemon.crm.facts import read_facts
 from ami_daemon.pipeline import CallProcessor
 from ami_daemon.rules import RuleSet, default_rules_path, load_rules
@@ -267,10 +267,21 @@ def simple_rules(folder: Path) -> RuleSet:
 
 
 async def main(args: argparse.Namespace) -> int:
+    if args.private:
+        admin_dsn, server = embedded.start("ami-daemon-bench-pg", cleanup="delete")
+        print(f"private PostgreSQL (pgserver) at {admin_dsn}")
+        try:
+            return await bench(admin_dsn, args)
+        finally:
+            server.cleanup()
+    return await bench(args.admin_dsn, args)
+
+
+async def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     name = f"amid_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(args.admin_dsn)
+    admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = with_db(args.admin_dsn, name)
+    dsn = with_db(admin_dsn, name)
     try:
         conn = await asyncpg.connect(dsn)
         try:
@@ -309,6 +320,12 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument(
+        "--private",
+        action="store_true",
+        help="run on a private PostgreSQL (pgserver) instead of --admin-dsn: no other "
+        "database's checkpoints (every DROP DATABASE forces one) stall the measurement",
+    )
     p.add_argument("--workers", type=int, default=8, help="pool connections / worker tasks")
     p.add_argument("--seconds", type=float, default=20.0, help="open-loop duration per mode")
     p.add_argument("--classic-rate", type=float, default=500.0)
