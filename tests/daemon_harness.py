@@ -261,6 +261,8 @@ class DaemonProcess:
             response = await asyncio.wait_for(reader.read(), 10)
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         head, _, body = response.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.0 200"), head
         return parse_metrics(body.decode())
