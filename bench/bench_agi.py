@@ -16,13 +16,15 @@ local PostgreSQL), migrates it and generates in SQL 50 employees and
     the server closing the session, i.e. how long ``AGI()`` holds the call:
     p50, p99, max;
   - closed loop: ``--sessions`` (20) concurrent Asterisk channels, each
-    starting its next call when the last ends: sustained lookups/s, and the
-    server's CPU time per lookup (from /proc: less sensitive than wall time
-    to other jobs on the machine), hence its capacity per core;
-  - baseline in the same run: the same two loops against a *dialogue floor*,
-    a bare asyncio server in a child process that reads the environment and
-    sends the same commands (fixed values, no parsing, no lookup): what the
-    AGI protocol itself costs on this machine with this client.
+    starting its next call when the last ends, ``--repeat`` (3) runs of
+    ``--closed-seconds`` (8) per server, alternating with the baseline:
+    lookups/s (best and median) and the server's CPU time per lookup (from
+    /proc: less sensitive than wall time to other jobs on the machine),
+    hence its capacity per core;
+  - baseline, both loops, same run: a *dialogue floor*, a bare asyncio
+    server in a child process that reads the environment and sends the same
+    commands (fixed values, no parsing, no lookup): what the AGI protocol
+    itself costs on this machine with this client.
 * **classic**: ``python agi_scripts/crm_lookup.py CONFIG`` started ``--runs``
   times as Asterisk starts it (environment on stdin, answers per command),
   alternating with the floor ``python -c 'import asyncpg, phonenumbers'``,
@@ -49,6 +51,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -164,7 +167,8 @@ def cpu_seconds(pid: int) -> float:
 
 async def closed_loop(
     port: int, sessions: int, seconds: float, rng: random.Random, server_pid: int
-) -> None:
+) -> tuple[float, float, float, int]:
+    """(lookups/s, server CPU ms per lookup, client CPU ms per lookup, not ok)."""
     done = 0
     failed = 0
     deadline = time.perf_counter() + seconds
@@ -182,11 +186,19 @@ async def closed_loop(
     span = time.perf_counter() - begin
     server_ms = (cpu_seconds(server_pid) - cpu_before) / done * 1000
     client_ms = (time.process_time() - own_before) / done * 1000
+    return done / span, server_ms, client_ms, failed
+
+
+def report_closed(label: str, runs: list[tuple[float, float, float, int]], args: Any) -> None:
+    rate = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    best = max(runs)
     print(
-        f"closed loop, {sessions} sessions for {seconds:.0f} s: {done} lookups, "
-        f"{done / span:,.0f} lookups/s sustained; not ok: {failed}\n"
-        f"   CPU per lookup: server {server_ms:.2f} ms (= {1000 / server_ms:,.0f} lookups/s "
-        f"per core), this Asterisk stand-in {client_ms:.2f} ms"
+        f"{label}: closed loop, {args.sessions} sessions, {len(runs)} x "
+        f"{args.closed_seconds:.0f} s alternating: best {best[0]:,.0f} lookups/s "
+        f"(median {rate:,.0f}); server CPU per lookup {min(r[1] for r in runs):.2f} ms best, "
+        f"{cpu:.2f} ms median (= {1000 / cpu:,.0f} lookups/s per core); "
+        f"stand-in CPU {best[2]:.2f} ms; not ok {sum(r[3] for r in runs)}"
     )
 
 
@@ -311,7 +323,7 @@ async def bench(args: argparse.Namespace, dsn: str, folder: Path) -> None:
         f"agi: {json.dumps(agi)}\nrules:\n  path: rules\n"
     )
     servers = {
-        "crm_lookup (ami-daemon agi-server)": (
+        "crm_lookup": (
             PYTHON,
             "-m",
             "ami_daemon.cli",
@@ -321,16 +333,25 @@ async def bench(args: argparse.Namespace, dsn: str, folder: Path) -> None:
             "--port",
             "0",
         ),
-        "baseline: dialogue floor": (PYTHON, str(Path(__file__).resolve()), "--serve-floor"),
+        "floor     ": (PYTHON, str(Path(__file__).resolve()), "--serve-floor"),
     }
-    for label, command in servers.items():
-        print(f"-- {label}")
-        server, port = await start_server(*command)
-        try:
+    started = {}
+    try:
+        for label, command in servers.items():
+            started[label] = await start_server(*command)
+        for label, (_, port) in started.items():
             await asyncio.gather(*(fastagi_call(port, caller(rng)) for _ in range(50)))  # warm-up
+            print(f"{label}: ", end="")
             await open_loop(port, args.rate, args.seconds, rng)
-            await closed_loop(port, args.sessions, args.seconds, rng, server.pid)
-        finally:
+        closed: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in started}
+        for _ in range(args.repeat):
+            for label, (server, port) in started.items():
+                run = await closed_loop(port, args.sessions, args.closed_seconds, rng, server.pid)
+                closed[label].append(run)
+        for label, runs in closed.items():
+            report_closed(label, runs, args)
+    finally:
+        for server, _ in started.values():
             server.terminate()
             await server.wait()
     await asyncio.to_thread(classic, config_file, args.runs, rng, folder / "cache")
@@ -361,8 +382,10 @@ def main() -> int:
         ),
     )
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop lookups/s")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each loop")
+    parser.add_argument("--seconds", type=float, default=15.0, help="the open loop's length")
     parser.add_argument("--sessions", type=int, default=20, help="closed-loop concurrent calls")
+    parser.add_argument("--closed-seconds", type=float, default=8.0, help="each closed loop")
+    parser.add_argument("--repeat", type=int, default=3, help="closed loops per server")
     parser.add_argument("--runs", type=int, default=30, help="classic script runs")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
