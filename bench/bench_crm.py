@@ -182,12 +182,16 @@ async def open_loop(
     """Calls end at ``rate``/s; latency = commit time - end time (includes any queueing)."""
     queue: asyncio.Queue[tuple[float, CallSummary] | None] = asyncio.Queue()
     latencies: list[float] = []
+    slow: list[float] = []  # when (seconds into the run) calls over 50 ms ended
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
             ended, summary = item
             await processor.process(summary)
-            latencies.append(time.perf_counter() - ended)
+            latency = time.perf_counter() - ended
+            latencies.append(latency)
+            if latency > 0.05:
+                slow.append(ended - t0)
 
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     total = int(rate * seconds)
@@ -202,6 +206,9 @@ async def open_loop(
         queue.put_nowait(None)
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - t0
+    if slow:
+        spans = sorted({int(x) for x in slow})
+        print(f"  {len(slow)} calls over 50 ms, ending in seconds {spans} of the run")
     return latencies, elapsed, total
 
 
@@ -225,16 +232,16 @@ async def closed_loop(
     return count / (time.perf_counter() - t0), latencies
 
 
-async def run_mode(dsn: str, mode: str, rules: RuleSet, args: argparse.Namespace) -> None:
+async def run_mode(dsn: str, mode: str, rules: RuleSet, args: argparse.Namespace, run: int) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=args.workers, max_size=args.workers)
     try:
         processor = CallProcessor(pool, lambda: rules, ZONE)
-        tag = 1 if mode == "classic" else 4
-        warm = Calls(7, f"{mode}w", tag)
+        tag = 1 + 3 * run  # fresh call ids and new numbers for every run
+        warm = Calls(7, f"{mode}{run}w", tag)
         await closed_loop(processor, warm, 500, args.workers)
         rate = args.classic_rate if mode == "classic" else args.simple_rate
         lat, elapsed, total = await open_loop(
-            processor, Calls(11, f"{mode}o", tag + 1), rate, args.seconds, args.workers
+            processor, Calls(11, f"{mode}{run}o", tag + 1), rate, args.seconds, args.workers
         )
         held = total / elapsed
         print(
@@ -246,7 +253,7 @@ async def run_mode(dsn: str, mode: str, rules: RuleSet, args: argparse.Namespace
             f"max {ms(max(lat))}  mean {ms(statistics.fmean(lat))}"
         )
         rate_max, lat2 = await closed_loop(
-            processor, Calls(13, f"{mode}c", tag + 2), args.closed_calls, args.workers
+            processor, Calls(13, f"{mode}{run}c", tag + 2), args.closed_calls, args.workers
         )
         print(
             f"  closed loop ({args.closed_calls} calls, {args.workers} workers): "
@@ -309,8 +316,8 @@ async def bench(admin_dsn: str, args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             simple = simple_rules(Path(tmp) / "rules")
             modes["simple"] = lambda: simple
-            for mode in args.modes:
-                await run_mode(dsn, mode, modes[mode](), args)
+            for run, mode in enumerate(args.modes):
+                await run_mode(dsn, mode, modes[mode](), args, run)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
