@@ -1,23 +1,29 @@
 """A durable on-disk spool of finished calls waiting for the CRM.
 
-A call that ended is appended here and ``fsync``-ed *before* the daemon tries
-to write it to PostgreSQL; it is acknowledged only after the CRM transaction
-committed.  If the database is down, the call simply stays; if the daemon is
-killed (even SIGKILL) between the append and the acknowledgement, the call is
-found again at the next start and written then.  The CRM write is idempotent
+A call that ended is appended here (written to the kernel at once, so that a
+SIGKILL of the daemon cannot lose it) and ``fsync``-ed to the disk before the
+daemon tries to write it to PostgreSQL (:meth:`Spool.sync`, one fsync for
+every call appended since the last, run by the writer off the event loop); it
+is acknowledged only after the CRM transaction committed.  If the database is
+down, the call simply stays; if the daemon is killed between the append and
+the acknowledgement, the call is found again at the next start and written
+then.  Acknowledgements are not fsync-ed: one lost in a power failure only
+makes the next start offer the call again, which the CRM answers with
+"already recorded".  The CRM write is idempotent
 (one row per PBX and call id, enforced by a unique key), so a call written but
 not yet acknowledged when the process died is not doubled by the retry.
 
 On disk: ``calls.jsonl`` holds one JSON object per line ``{"key", "record"}``,
 ``acks.log`` one acknowledged key per line; when every entry is acknowledged
-both files are truncated.  A torn last line means the process died inside
-``append`` before the fsync returned: that call had not been handed on yet, so
-nothing was written for it; it is logged and skipped, and the CDR backfill
-after the restart recovers the call from Asterisk's own records.
+both files are truncated once they exceed :data:`COMPACT_BYTES`.  A torn last
+line means the machine failed inside ``append``: that call had not been
+handed on yet, so nothing was written for it; it is logged and skipped, and
+the CDR backfill after the restart recovers the call from Asterisk's own records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CALLS_FILE = "calls.jsonl"
 ACKS_FILE = "acks.log"
+#: Truncate the files when every call is acknowledged and they are this large.
+COMPACT_BYTES = 1024 * 1024
 
 
 class SpoolError(Exception):
@@ -46,6 +54,7 @@ class Spool:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._warned = False
+        self._dirty = False
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -99,7 +108,7 @@ class Spool:
             return 0
 
     def append(self, key: str, record: Mapping[str, Any]) -> bool:
-        """Store a finished call durably (written and fsync-ed) before it is handed on.
+        """Store a finished call before it is handed on (written; :meth:`sync` fsyncs).
 
         A call already waiting under the same key is kept, not replaced (False
         is returned): the first version is the one seen on AMI, and the later
@@ -120,7 +129,7 @@ class Spool:
             try:
                 self._calls.write(line)
                 self._calls.flush()
-                os.fsync(self._calls.fileno())
+                self._dirty = True
             except OSError as exc:
                 raise SpoolError(
                     f"spool {self.folder}: cannot append: {exc.strerror or exc}"
@@ -139,15 +148,25 @@ class Spool:
             )
         return True
 
+    def sync(self) -> None:
+        """fsync every call appended so far (safe to run in a worker thread)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            os.fsync(self._calls.fileno())
+        except (OSError, ValueError) as exc:
+            self._dirty = True
+            raise SpoolError(f"spool {self.folder}: cannot sync: {exc}") from None
+
     def ack(self, key: str) -> None:
-        """The call is committed in the CRM: forget it (durably)."""
+        """The call is committed in the CRM: forget it."""
         with self._lock:
             if self._pending.pop(key, None) is None:
                 return
             try:
                 self._acks.write(key.encode() + b"\n")
                 self._acks.flush()
-                os.fsync(self._acks.fileno())
             except OSError as exc:
                 log.error(
                     "spool %s: cannot record acknowledgement of %s: %s (it will be "
@@ -156,7 +175,7 @@ class Spool:
                     key,
                     exc,
                 )
-            if not self._pending:
+            if not self._pending and self.size_bytes() > COMPACT_BYTES:
                 self._compact()
 
     def _compact(self) -> None:
@@ -175,5 +194,7 @@ class Spool:
             return list(self._pending.items())
 
     def close(self) -> None:
+        with contextlib.suppress(SpoolError):
+            self.sync()
         self._calls.close()
         self._acks.close()

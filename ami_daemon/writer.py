@@ -143,6 +143,10 @@ class CallWriter:
 
     async def _write_pending(self) -> bool:
         """Write the spool oldest first; False when the database is unreachable."""
+        # Every call reaches the disk before its CRM write: one fsync for all
+        # appended since the last batch, in a worker thread (the event loop
+        # also answers FastAGI lookups).
+        await asyncio.to_thread(self.spool.sync)
         for key, record in self.spool.pending():
             if self._stopping or not self._is_active():
                 return True
@@ -263,8 +267,10 @@ class CallWriter:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the spool is empty (True) or ``timeout`` passed (False)."""
-        if not self._is_active():
-            return self.spool.depth == 0  # a standby writes nothing; its spool waits
+        if not self._is_active() or not self.database_up:
+            # a standby writes nothing, nor does anyone while the database is
+            # down: the spool keeps the calls for the next start
+            return self.spool.depth == 0
         deadline = time.monotonic() + timeout
         self._wake.set()
         while time.monotonic() < deadline:

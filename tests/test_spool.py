@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ami_daemon.spool import CALLS_FILE, Spool, SpoolError
+from ami_daemon.spool import CALLS_FILE, COMPACT_BYTES, Spool, SpoolError
 
 
 def test_pending_calls_survive_a_reopen_oldest_first(tmp_path: Path) -> None:
@@ -26,8 +26,25 @@ def test_pending_calls_survive_a_reopen_oldest_first(tmp_path: Path) -> None:
     again.ack("main:0")
     again.ack("main:2")
     assert again.depth == 0
-    assert (tmp_path / CALLS_FILE).stat().st_size == 0  # compacted
     again.close()
+    reopened = Spool(tmp_path)
+    assert reopened.pending() == []
+    reopened.close()
+
+
+def test_files_are_compacted_once_large_and_fully_acknowledged(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    big = "z" * (COMPACT_BYTES // 4)
+    for n in range(5):
+        spool.append(f"main:{n}", {"call_id": str(n), "pad": big})
+    spool.sync()
+    assert (tmp_path / CALLS_FILE).stat().st_size > COMPACT_BYTES
+    for n in range(4):
+        spool.ack(f"main:{n}")
+    assert (tmp_path / CALLS_FILE).stat().st_size > COMPACT_BYTES  # one still waits
+    spool.ack("main:4")
+    assert (tmp_path / CALLS_FILE).stat().st_size == 0
+    spool.close()
 
 
 def test_survives_sigkill_during_appends(tmp_path: Path) -> None:
