@@ -34,5 +34,8 @@ async def start_fastagi(
     server = CrmLookupServer(
         config, routing=RuleSetRouting(lambda: rules.current), observer=observe
     )
+    # A cold pool hit by a burst of lookups could trip the fail-fast window:
+    # open a connection and prepare the query before Asterisk calls.
+    await server.owners.warm_up()
     await server.start()
     return server
