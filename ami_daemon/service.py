@@ -462,7 +462,7 @@ class Daemon:
         try:
             await self.start()
             log.info(
-                "ami-daemon running for PBX %r (AMI %s:%d)",
+                "ami-daemon started for PBX %r; Asterisk AMI at %s:%d",
                 self.config.pbx.name,
                 self.config.ami.host,
                 self.config.ami.port,
