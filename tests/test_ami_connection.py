@@ -193,12 +193,14 @@ class SplittingServer:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = names
         self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         writer.write(b"Asterisk Call Manager/9.0.0\r\n")
@@ -233,6 +235,10 @@ class SplittingServer:
     async def close(self) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await self.server.wait_closed()
 
 
