@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import yaml
 
 from ami_daemon import phones
+from ami_daemon.config_location import ENV_CONFIG as ENV_CONFIG
+from ami_daemon.config_location import find_config_file
 
-DEFAULT_LOCATIONS = (Path("/etc/ami-daemon/config.yaml"), Path("config.yaml"))
-ENV_CONFIG = "AMI_DAEMON_CONFIG"
 ENV_DSN = "AMI_DAEMON_DSN"
 ENV_AMI_SECRET = "AMI_DAEMON_AMI_SECRET"
 
@@ -523,21 +523,6 @@ def parse(data: Any, where: str, base: Path, env: Mapping[str, str]) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(pbx, ami, database, agi, rules, logging_cfg, metrics, spool, cdr, None)
-
-
-def find_config_file(
-    explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
-) -> Path | None:
-    """The file DESIGN's lookup order picks, or None to run on defaults."""
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG])
-    for candidate in DEFAULT_LOCATIONS:
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load(

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from ami_daemon.agi.routing import RoutingTable, rules_signature
+from ami_daemon.config_location import find_config_file
 
 log = logging.getLogger("ami_daemon.agi.classic")
 
-# The same names and order as ami_daemon.config (not imported: it pulls in PyYAML).
-ENV_CONFIG = "AMI_DAEMON_CONFIG"
+# As in ami_daemon.config (not imported: it pulls in PyYAML).
 ENV_DSN = "AMI_DAEMON_DSN"
 ENV_CACHE_DIR = "AMI_DAEMON_AGI_CACHE_DIR"
-DEFAULT_LOCATIONS = (Path("/etc/ami-daemon/config.yaml"), Path("config.yaml"))
 FORMAT = 1
 
 
@@ -58,14 +57,7 @@ class ClassicSettings:
 
 def find_config(explicit: str | None, env: Mapping[str, str]) -> Path | None:
     """DESIGN's order: the script's argument, ``$AMI_DAEMON_CONFIG``, the default places."""
-    if explicit:
-        return Path(explicit)
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG])
-    for candidate in DEFAULT_LOCATIONS:
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_config_file(explicit, env)
 
 
 def load(explicit: str | None, env: Mapping[str, str]) -> ClassicSettings:
