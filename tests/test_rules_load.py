@@ -303,7 +303,7 @@ def test_fixture_with_five_mistakes_reports_all_five_with_lines() -> None:
     text = [str(p) for p in problems]
     assert text[0] == f"{path}:4: defaults.colour: unknown key (known keys: " + (
         "unknown_caller, create_for, source, route_to_responsible, "
-        "update_responsible_on_forward, queue_group, pipeline, deal_creation)"
+        "update_responsible_on_forward, queue_group, pipeline, deal_creation, anonymous_callers)"
     )
     assert "impossible time 25:00" in text[3]
     assert "unknown source 'RADIO'" in text[4]

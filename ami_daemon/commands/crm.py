@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 (
                     p.call_id,
                     p.pbx,
-                    p.e164,
+                    p.e164 or "anonymous",
                     p.did,
                     p.answered_by,
                     _time(p.started_at, zone),

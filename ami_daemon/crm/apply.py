@@ -145,7 +145,8 @@ _LEAD = _Template(
     SELECT $1, $2, {_USER.format("$3")}, c.pbx, c.call_id FROM call_row c
     RETURNING id, responsible_id, pbx, call_id
 ), {{p}}phone AS (
-    INSERT INTO crm.phones (entity_type, entity_id, e164) SELECT 'lead', id, $4 FROM {{p}}lead
+    INSERT INTO crm.phones (entity_type, entity_id, e164)
+    SELECT 'lead', id, $4 FROM {{p}}lead WHERE $4::text IS NOT NULL
 ), {{p}}act AS (
     INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
     SELECT pbx, call_id, 'lead', id, $5, responsible_id FROM {{p}}lead
@@ -189,7 +190,8 @@ _DEAL = _Template(
     RETURNING id
 ), {{p}}phone AS (
     INSERT INTO crm.phones (entity_type, entity_id, e164)
-    SELECT 'contact', id, $4 FROM {{p}}contact UNION ALL SELECT 'company', id, $4 FROM {{p}}company
+    SELECT 'contact', id, $4 FROM {{p}}contact WHERE $4::text IS NOT NULL
+    UNION ALL SELECT 'company', id, $4 FROM {{p}}company WHERE $4::text IS NOT NULL
 ), {{p}}act AS (
     INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, responsible_id)
     SELECT d.pbx, d.call_id, 'deal', d.id, $11, d.responsible_id FROM {{p}}deal d
@@ -212,9 +214,9 @@ def _deal(a: CreateDeal) -> _Part:
             a.e164,
             a.pipeline,
             a.stage,
-            f"Company {a.e164}",
+            f"Company {a.e164 or '(anonymous caller)'}",
             a.with_company,
-            f"Client {a.e164}",
+            f"Client {a.e164 or '(anonymous caller)'}",
             a.with_contact,
             a.activity.value,
         ),

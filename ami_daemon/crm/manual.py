@@ -52,7 +52,7 @@ class PendingCall:
     id: int
     pbx: str
     call_id: str
-    e164: str
+    e164: str | None  # None: an anonymous caller
     did: str | None
     answered_by: str | None
     source: str
@@ -180,22 +180,24 @@ async def create_from_call(
         if row["status"] != "open":
             return FromCall(row["resolved_entity_type"], row["resolved_entity_id"], already=True)
         e164 = row["e164"]
+        caller = e164 or "an anonymous caller"
         moment = row["started_at"].astimezone(zone) if row["started_at"] else None
         args = (row["source"], row["answered_by"], row["pbx"], row["call_id"])
         if create_as is CreateAs.LEAD:
             new_id = await conn.fetchval(
-                _NEW_LEAD, f"Call from {e164} on {when_text(moment)}", *args
+                _NEW_LEAD, f"Call from {caller} on {when_text(moment)}", *args
             )
         else:
-            new_id = await conn.fetchval(_NEW_CONTACT, e164, *args)
+            new_id = await conn.fetchval(_NEW_CONTACT, e164 or "Anonymous caller", *args)
         entity = create_as.value
-        await conn.execute(
-            "INSERT INTO crm.phones (entity_type, entity_id, e164) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING",
-            entity,
-            new_id,
-            e164,
-        )
+        if e164 is not None:
+            await conn.execute(
+                "INSERT INTO crm.phones (entity_type, entity_id, e164) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                entity,
+                new_id,
+                e164,
+            )
         status = "answered" if row["call_status"] == "answered" else "missed"
         await conn.execute(
             "INSERT INTO crm.activities (pbx, call_id, entity_type, entity_id, status, "

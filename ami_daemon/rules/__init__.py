@@ -7,6 +7,7 @@ from ami_daemon.rules.loader import (
     try_load_rules,
 )
 from ami_daemon.rules.model import (
+    AnonymousCallers,
     AutomationFacts,
     AutomationRule,
     CallDirection,
@@ -28,6 +29,7 @@ from ami_daemon.rules.model import (
 from ami_daemon.rules.problems import RuleProblem, RulesError
 
 __all__ = [
+    "AnonymousCallers",
     "AutomationFacts",
     "AutomationRule",
     "CallDirection",

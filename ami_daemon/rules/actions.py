@@ -77,7 +77,7 @@ class CreateLead(Action):
 
     kind: ClassVar[str] = "create_lead"
     title: str
-    e164: str
+    e164: str | None  # None: an anonymous caller (rules: anonymous_callers: create)
     source: str
     responsible: str | None  # extension
     activity: ActivityStatus
@@ -94,7 +94,7 @@ class CreateDeal(Action):
 
     kind: ClassVar[str] = "create_deal"
     title: str
-    e164: str
+    e164: str | None  # None: an anonymous caller (rules: anonymous_callers: create)
     source: str
     responsible: str | None
     pipeline: str
@@ -121,7 +121,7 @@ class CreatePendingCall(Action):
     """``unknown_caller: offer`` (S4): the call waits until an employee creates a record."""
 
     kind: ClassVar[str] = "create_pending_call"
-    e164: str
+    e164: str | None  # None: an anonymous caller (rules: anonymous_callers: create)
     did: str | None
     answered_by: str | None
     source: str

@@ -53,6 +53,7 @@ from ami_daemon.rules.actions import (
     when_text,
 )
 from ami_daemon.rules.model import (
+    AnonymousCallers,
     AutomationFacts,
     CrmMode,
     DealCreationMode,
@@ -122,12 +123,7 @@ def decide(
     e164 = summary.external_number
     owner = facts.owner
     if e164 is None or owner is None:
-        who = "caller" if summary.direction is Direction.INBOUND else "called number"
-        return _skip(
-            CrmOutcome.SKIPPED_ANONYMOUS,
-            f"the {who} has no usable number (withheld, masked or not a phone number): "
-            "nothing to create or match",
-        )
+        return _anonymous(summary, facts, rules, zone, now)
     if owner.employee is not None:
         emp = owner.employee
         return _skip(
@@ -148,7 +144,42 @@ def decide(
     return _new_caller(summary, facts, e164, settings, rules, local)
 
 
-def _close_tasks(summary: CallSummary, facts: CallFacts, e164: str) -> list[Action]:
+def _anonymous(
+    summary: CallSummary,
+    facts: CallFacts,
+    rules: RuleSet,
+    zone: tzinfo,
+    now: datetime | None,
+) -> Decision:
+    """No usable outside number: nothing can be matched; created only if the rules say so.
+
+    Asterisk reports a withheld caller ID as ``anonymous`` (or masked digits,
+    or nothing usable at all).  An inbound line whose settings say
+    ``anonymous_callers: create`` still gets its lead, pending call or deal,
+    without a phone; anything else is ``skipped_anonymous``.
+    """
+    who = "caller" if summary.direction is Direction.INBOUND else "called number"
+    no_number = f"the {who} has no usable number (withheld, masked or not a phone number)"
+    settings = settings_for_call(summary, rules)
+    wanted = settings.anonymous_callers is AnonymousCallers.CREATE
+    if summary.direction is not Direction.INBOUND or not wanted:
+        return _skip(
+            CrmOutcome.SKIPPED_ANONYMOUS,
+            f"{no_number}: nothing to create or match ({_setting(settings, 'anonymous_callers')})",
+        )
+    moment = summary.started_at or summary.ended_at or now
+    local = local_time(moment, zone) if moment is not None else None
+    decision = _new_caller(summary, facts, None, settings, rules, local)
+    reason = (
+        f"{no_number}; settings of {_where(summary)}; "
+        f"{_setting(settings, 'anonymous_callers')}: created without a phone"
+    )
+    return Decision(decision.outcome, decision.actions, (reason, *decision.reasons[1:]))
+
+
+def _close_tasks(summary: CallSummary, facts: CallFacts, e164: str | None) -> list[Action]:
+    if e164 is None:
+        return []
     if facts.open_task_ids and _answered(summary):
         return [CloseCallbackTasks(e164, facts.open_task_ids)]
     return []
@@ -279,7 +310,7 @@ def _forwarded_to(summary: CallSummary, settings: NumberSettings) -> tuple[str |
 def _new_caller(
     summary: CallSummary,
     facts: CallFacts,
-    e164: str,
+    e164: str | None,
     settings: NumberSettings,
     rules: RuleSet,
     local: datetime | None,
@@ -310,7 +341,7 @@ def _new_caller(
         reasons.append(forward_why)
     source = settings.source
     source_why = f"source {source} ({settings.origin_of('source')}) (S9)"
-    title = f"Call from {e164} on {when_text(local)}"
+    title = f"Call from {e164 or 'an anonymous caller'} on {when_text(local)}"
     if rules.mode is CrmMode.CLASSIC:
         reasons.append(
             f"mode classic ({rules.mode_origin}), {_setting(settings, 'unknown_caller')}: "
@@ -337,7 +368,7 @@ def _new_caller(
             queue=summary.queue,
             direction=direction,
             answered=_answered(summary),
-            caller_country=phones.country_of(e164),
+            caller_country=phones.country_of(e164) if e164 else None,
             local_time=local,
         )
         rule = rules.first_automation_match(facts_for_rules)

@@ -13,6 +13,7 @@ from typing import Any
 from ami_daemon import phones
 from ami_daemon.rules.model import (
     SETTING_FIELDS,
+    AnonymousCallers,
     CreateFor,
     CrmMode,
     NumberSettings,
@@ -55,7 +56,12 @@ def behaviour(rules: RuleSet, settings: NumberSettings) -> str:
         if settings.update_responsible_on_forward
         else "forwarding keeps the responsible"
     )
-    return f"{new} ({calls}); {route}; {forward}"
+    anonymous = (
+        "anonymous callers create too (without a phone)"
+        if settings.anonymous_callers is AnonymousCallers.CREATE
+        else "anonymous callers create nothing"
+    )
+    return f"{new} ({calls}); {anonymous}; {route}; {forward}"
 
 
 def _changes(rules: RuleSet, values: Mapping[str, Any]) -> str:

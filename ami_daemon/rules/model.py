@@ -37,6 +37,18 @@ class UnknownCallerScenario(str, enum.Enum):
     OFFER = "offer"  # create nothing: the call waits as a pending unknown call
 
 
+class AnonymousCallers(str, enum.Enum):
+    """What a call without a usable caller number does (``anonymous``, masked, garbage).
+
+    Such a call can match nothing in the CRM; by default it creates nothing
+    (``skipped_anonymous``).  A line that wants every call followed up can
+    create a lead (or pending call, or deal) without a phone for it instead.
+    """
+
+    SKIP = "skip"
+    CREATE = "create"
+
+
 class CreateFor(str, enum.Enum):
     """Which calls create new CRM records (seed, step 2)."""
 
@@ -143,6 +155,7 @@ SETTING_FIELDS: tuple[str, ...] = (
     "queue_group",
     "pipeline",
     "deal_creation",
+    "anonymous_callers",
 )
 
 
@@ -162,6 +175,7 @@ class NumberSettings:
     queue_group: str | None = None
     pipeline: str = GENERAL_PIPELINE
     deal_creation: DealCreationMode = DealCreationMode.CONTACT
+    anonymous_callers: AnonymousCallers = AnonymousCallers.SKIP
     label: str | None = None
     provenance: Mapping[str, Provenance] = field(
         default_factory=lambda: MappingProxyType(

@@ -21,6 +21,7 @@ from ami_daemon import phones
 from ami_daemon.rules.model import (
     STANDARD_SOURCES,
     WEEKDAYS,
+    AnonymousCallers,
     AutomationRule,
     CallDirection,
     CreateFor,
@@ -55,6 +56,7 @@ SETTINGS_KEYS = (
     "queue_group",
     "pipeline",
     "deal_creation",
+    "anonymous_callers",
 )
 OVERRIDE_KEYS = ("label", *SETTINGS_KEYS)
 RULE_KEYS = ("name", "when", "then")
@@ -180,6 +182,9 @@ def _read_settings(
         elif entry.key == "deal_creation":
             text = r.choice(node, key, tuple(d.value for d in DealCreationMode))
             value = DealCreationMode(text) if text else None
+        elif entry.key == "anonymous_callers":
+            text = r.choice(node, key, tuple(a.value for a in AnonymousCallers))
+            value = AnonymousCallers(text) if text else None
         elif entry.key in ("route_to_responsible", "update_responsible_on_forward"):
             value = r.boolean(node, key)
         elif entry.key == "source":
