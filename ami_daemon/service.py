@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from ami_daemon import config as config_module
 from ami_daemon.ami.connection import (
     AmiConnection,
     AmiLoginError,
@@ -391,8 +393,42 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
+    def reload(self) -> bool:
+        """SIGHUP: re-read the config file (what can change live) and the rules."""
+        self.reload_config()
+        return self.reload_rules()
+
+    def reload_config(self) -> None:
+        """Apply what of a changed config can change live; name what needs a restart.
+
+        Live: ``logging.level``.  Everything else (AMI, database, FastAGI,
+        metrics, spool, pbx) is bound to open connections and sockets: a
+        change is logged with the restart it needs.  A broken file changes
+        nothing and every mistake is logged.
+        """
+        if self.config.source is None:
+            return
+        try:
+            new = config_module.load(self.config.source)
+        except config_module.ConfigError as exc:
+            log.error("config reload failed; the running config stays in force:")
+            for problem in exc.problems:
+                log.error("  %s", problem)
+            return
+        if new.logging.level != self.config.logging.level:
+            logging.getLogger().setLevel(new.logging.level)
+            log.info("log level now %s", new.logging.level)
+        for section in ("pbx", "ami", "database", "agi", "rules", "metrics", "spool", "cdr"):
+            if getattr(new, section) != getattr(self.config, section):
+                log.warning(
+                    "config section %r changed: restart the daemon to apply it "
+                    "(systemctl restart ami-daemon)",
+                    section,
+                )
+        self.config = dataclasses.replace(self.config, logging=new.logging)
+
     def reload_rules(self) -> bool:
-        """SIGHUP: swap in the new rules, or keep the old ones and log why."""
+        """Swap in the new rules, or keep the old ones and log why."""
         problems = self.rules.reload()
         if problems:
             self.metrics.rules_reloads.labels(result="error").inc()
@@ -458,7 +494,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self.start()
             log.info(
