@@ -515,3 +515,85 @@ def test_a_dial_result_reported_after_the_target_hung_up_still_counts() -> None:
     s.hangup(phone, cause="16")
     (call,) = s.run()
     assert call.status is CallStatus.BUSY and call.agents_rung == ("202",)
+
+
+def test_blonde_transfer_hands_the_ringing_target_to_the_transferee() -> None:
+    """A "blonde" transfer: the transferer completes it while the consultation
+    target still rings (cacofonisk ``xfer_blonde``).  Asterisk reports
+    ``AttendedTransfer`` with ``DestType: App`` (``DestApp: Dial``) and no
+    ``TransferTarget*`` headers, ends the transferer's own dial (NOANSWER) and
+    continues the ``Dial`` from the transferee: a ``DialBegin`` whose
+    ``Channel`` is the caller and whose ``Dest`` still carries the consultation's
+    Linkedid.  The target answers after the transfer; one conversation."""
+    s = Script()
+    trunk = s.chan("SIP/trunk", exten="911234567", cid="600111222")
+    agent = s.chan("SIP/201", trunk.linkedid)
+    s.answered_call(trunk, agent, "b1")
+    consult = s.chan("SIP/201", exten="202")
+    one, two = s.local("ID730151@route_phone", consult.linkedid)
+    s.dial(consult, one)
+    target = s.chan("SIP/202", consult.linkedid)
+    s.dial(two, target)
+    s.ring(target)
+    s.add(
+        "AttendedTransfer",
+        Result="Success",
+        DestType="App",
+        DestApp="Dial",
+        OrigTransfererChannel=agent.name,
+        OrigTransfererUniqueid=agent.uid,
+        SecondTransfererChannel=consult.name,
+        SecondTransfererUniqueid=consult.uid,
+        SecondTransfererExten="202",
+        TransfereeChannel=trunk.name,
+        TransfereeUniqueid=trunk.uid,
+    )
+    s.unbridge("b1", agent, trunk)
+    s.hangup(agent)
+    s.dial_end(consult, one, "NOANSWER")
+    s.dial(trunk, one)
+    s.hangup(consult)
+    s.up(target)
+    s.dial_end(two, target, "ANSWER")
+    s.dial_end(trunk, one, "ANSWER")
+    s.bridge("b2", target, two)
+    s.bridge("b3", one, trunk)
+    target.linkedid = trunk.linkedid
+    s.hangup(target, two, one, trunk)
+    (call,) = s.run()
+    assert call.call_id == trunk.linkedid
+    assert call.direction is Direction.INBOUND and call.status is CallStatus.ANSWERED
+    assert (call.answered_by, call.final_agent) == ("201", "202")
+    assert call.agents_rung == ("201", "202")
+    assert call.transfers == (Transfer(TransferKind.ATTENDED, "201", "202"),)
+
+
+def test_pickup_by_sip_replaces_continues_the_dial_to_the_picker() -> None:
+    """A phone picks up a ringing colleague with SIP ``INVITE``/``Replaces``
+    (cacofonisk ``xfer_misc/sip_pickup``): no ``Pickup`` event.  The picker's
+    channel is created Up with its own Linkedid, then the ringing ``Dial``
+    names it in a ``DialBegin`` (its ``Dest`` Linkedid still its own), the rung
+    phone hangs up with cause 0 and the picker is bridged with the caller.  It
+    answered without ringing: 202 rang, 203 answered."""
+    s = Script()
+    caller = s.chan("SIP/201", exten="202")
+    one, two = s.local("ID730151@route_phone", caller.linkedid)
+    s.dial(caller, one)
+    ringing = s.chan("SIP/202", caller.linkedid)
+    s.dial(two, ringing)
+    s.ring(ringing)
+    picker = s.chan("SIP/203", exten="202")
+    s.up(picker)
+    s.dial(two, picker)
+    s.hangup(ringing, cause="0")
+    s.dial_end(two, picker, "ANSWER")
+    s.dial_end(caller, one, "ANSWER")
+    s.bridge("b1", picker, two)
+    s.bridge("b2", one, caller)
+    picker.linkedid = caller.linkedid
+    s.hangup(picker, two, one, caller)
+    (call,) = s.run()
+    assert call.call_id == caller.linkedid
+    assert call.direction is Direction.INTERNAL and call.status is CallStatus.ANSWERED
+    assert (call.caller_extension, call.answered_by, call.final_agent) == ("201", "203", "203")
+    assert call.agents_rung == ("202",)
