@@ -597,3 +597,30 @@ def test_pickup_by_sip_replaces_continues_the_dial_to_the_picker() -> None:
     assert call.direction is Direction.INTERNAL and call.status is CallStatus.ANSWERED
     assert (call.caller_extension, call.answered_by, call.final_agent) == ("201", "203", "203")
     assert call.agents_rung == ("202",)
+
+
+def test_forward_to_a_mobile_that_answers_but_never_accepts_is_missed() -> None:
+    """Call acceptance on a forward to an outside number (cacofonisk
+    ``mobile/acceptance_reject``): the mobile's trunk leg answers and is bridged
+    with the ``world_out`` Local half that plays the "press 1" prompt, while the
+    caller is never bridged with anything (the forward's ``Dial`` ends
+    ``CONTINUE`` then ``NOANSWER``).  An Up, bridged outside leg is not an answer:
+    nobody talked with the caller."""
+    s = Script()
+    trunk = s.chan("SIP/trunk", exten="911234567", cid="600111222")
+    fwd_one, fwd_two = s.local("ID3@fixed_destination", trunk.linkedid)
+    s.dial(trunk, fwd_one)
+    out_one, out_two = s.local("+34699000201@world_out", trunk.linkedid)
+    s.dial(fwd_two, out_one)
+    mobile = s.chan("SIP/trunk", trunk.linkedid)
+    s.answered_call(out_two, mobile, "prompt")
+    s.unbridge("prompt", mobile, out_two)
+    s.hangup(mobile, out_two)
+    s.dial_end(fwd_two, out_one, "CONTINUE")
+    s.hangup(out_one, fwd_two)
+    s.dial_end(trunk, fwd_one, "NOANSWER")
+    s.hangup(fwd_one, trunk)
+    (call,) = s.run()
+    assert call.direction is Direction.INBOUND and call.status is CallStatus.MISSED
+    assert (call.answered_by, call.final_agent, call.answered_at) == (None, None, None)
+    assert call.external_number == "+34600111222" and call.agents_rung == ()
