@@ -39,8 +39,9 @@ def start(name: str = "ami-daemon-embedded", cleanup: str = "stop") -> tuple[str
         import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "no PostgreSQL configured and pgserver is not installed: "
-            "pip install 'ami-daemon[embedded]' or set AMI_DAEMON_DSN"
+            "no PostgreSQL server given and pgserver (the embedded one) is not installed: "
+            "pip install 'ami-daemon[embedded]', or name a server (ami-daemon demo --dsn DSN; "
+            "tests: AMI_DAEMON_TEST_DSN)"
         ) from exc
     datadir = Path(tempfile.gettempdir()) / name
     with warnings.catch_warnings():
