@@ -219,9 +219,10 @@ class Daemon:
             raise DatabaseUnavailable(str(exc)) from None
 
     async def _start_agi(self) -> None:
-        from ami_daemon.agi.embed import start_fastagi
+        from ami_daemon.agi.embed import FastAgiThread
 
-        self._agi = await start_fastagi(self.config, self.rules, self.metrics)
+        self._agi = FastAgiThread(self.config, self.rules, self.metrics)
+        await self._agi.start()
         self.agi_port = self._agi.port
 
     def _observe(self, _message: Any) -> None:
