@@ -35,18 +35,19 @@ def start(name: str = "ami-daemon-embedded", cleanup: str = "stop") -> tuple[str
     removes its data folder).  Raises ImportError with an
     install hint when pgserver is missing.
     """
-    try:
-        import pgserver
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "no PostgreSQL server given and pgserver (the embedded one) is not installed: "
-            "pip install 'ami-daemon[embedded]', or name a server (ami-daemon demo --dsn DSN; "
-            "tests: AMI_DAEMON_TEST_DSN)"
-        ) from exc
-    datadir = Path(tempfile.gettempdir()) / name
+    # platformdirs (used by pgserver) warns when XDG_RUNTIME_DIR is unset, as in
+    # root shells and CI: harmless here.
     with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI): harmless here.
         warnings.simplefilter("ignore")
+        try:
+            import pgserver
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "no PostgreSQL server given and pgserver (the embedded one) is not installed: "
+                "pip install 'ami-daemon[embedded]', or name a server (ami-daemon demo --dsn "
+                "DSN; tests: AMI_DAEMON_TEST_DSN)"
+            ) from exc
+        datadir = Path(tempfile.gettempdir()) / name
         server = pgserver.get_server(datadir, cleanup_mode=cleanup)  # type: ignore[attr-defined]
         uri = str(server.get_uri())
     return uri, server
