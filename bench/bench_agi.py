@@ -56,6 +56,7 @@ from typing import Any
 import asyncpg
 
 from ami_daemon.crm import migrate
+from ami_daemon.crm.db import with_database
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -100,11 +101,6 @@ ANALYZE;
 """
 
 RULES = "defaults:\n  route_to_responsible: yes\n"
-
-
-def with_database(dsn: str, name: str) -> str:
-    main, sep, query = dsn.partition("?")
-    return f"{main.rsplit('/', 1)[0]}/{name}{sep}{query}"
 
 
 def caller(rng: random.Random) -> str:

@@ -43,6 +43,7 @@ import asyncpg
 
 from ami_daemon.calls.summary import CallStatus, CallSummary, Direction
 from ami_daemon.crm import embedded, migrate
+from ami_daemon.crm.db import with_database
 from ami_daemon.crm.facts import read_facts
 from ami_daemon.pipeline import CallProcessor
 from ami_daemon.rules import RuleSet, default_rules_path, load_rules
@@ -62,11 +63,6 @@ INSERT INTO crm.phones (entity_type, entity_id, e164)
 INSERT INTO crm.deals (title, stage, contact_id, responsible_id)
     SELECT 'Deal ' || id, 'NEW', id, responsible_id FROM crm.contacts WHERE id % 10 = 0;
 """
-
-
-def with_db(dsn: str, name: str) -> str:
-    main, sep, query = dsn.partition("?")
-    return f"{main.rsplit('/', 1)[0]}/{name}{sep}{query}"
 
 
 class Calls:
@@ -288,7 +284,7 @@ async def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     name = f"amid_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = with_db(admin_dsn, name)
+    dsn = with_database(admin_dsn, name)
     try:
         conn = await asyncpg.connect(dsn)
         try:

@@ -70,6 +70,7 @@ from ami_daemon.config import (
     SpoolConfig,
 )
 from ami_daemon.crm import migrate
+from ami_daemon.crm.db import with_database
 from ami_daemon.crm.imports import Kind, import_csv
 from ami_daemon.metrics import Metrics
 from ami_daemon.pipeline import CallProcessor, Processed
@@ -195,11 +196,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _with_database(dsn: str, name: str) -> str:
-    main, sep, query = dsn.partition("?")
-    return f"{main.rsplit('/', 1)[0]}/{name}{sep}{query}"
-
-
 class Databases:
     """A migrated, seeded template and one fresh copy of it per level; all dropped at the end."""
 
@@ -219,7 +215,7 @@ class Databases:
         name = f"{self.prefix}_template"
         await self._admin(f'CREATE DATABASE "{name}"')
         self.names.append(name)
-        conn = await asyncpg.connect(_with_database(self.admin, name))
+        conn = await asyncpg.connect(with_database(self.admin, name))
         try:
             await migrate.migrate(conn)
             await import_csv(conn, Kind.USERS, USERS_CSV, "ES")
@@ -231,7 +227,7 @@ class Databases:
         name = f"{self.prefix}_{label}"
         await self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.prefix}_template"')
         self.names.append(name)
-        return _with_database(self.admin, name)
+        return with_database(self.admin, name)
 
     async def drop_all(self) -> None:
         for name in reversed(self.names):

@@ -17,13 +17,7 @@ import pytest
 import pytest_asyncio
 
 from ami_daemon.crm import embedded, migrate
-
-
-def _with_database(dsn: str, name: str) -> str:
-    """The same DSN pointing at database ``name`` (query such as ?host=/tmp kept)."""
-    main, sep, query = dsn.partition("?")
-    base = main.rsplit("/", 1)[0]
-    return f"{base}/{name}{sep}{query}"
+from ami_daemon.crm.db import with_database
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +53,7 @@ def dsn(admin_dsn: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(create())
-    yield _with_database(admin_dsn, name)
+    yield with_database(admin_dsn, name)
     asyncio.run(drop())
 
 

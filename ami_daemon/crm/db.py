@@ -23,6 +23,12 @@ def redact(dsn: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else dsn
 
 
+def with_database(dsn: str, name: str) -> str:
+    """The same DSN pointing at database ``name`` (a query such as ``?host=/tmp`` kept)."""
+    main, sep, query = dsn.partition("?")
+    return f"{main.rsplit('/', 1)[0]}/{name}{sep}{query}"
+
+
 async def connect(dsn: str, timeout: float = 5.0, **kwargs: Any) -> asyncpg.Connection:
     """One connection, or DatabaseUnavailable naming the DSN and the reason."""
     try:

@@ -38,6 +38,7 @@ from ami_daemon.config import (
     SpoolConfig,
 )
 from ami_daemon.crm import db, embedded, migrate
+from ami_daemon.crm.db import with_database
 from ami_daemon.crm.imports import Kind, import_csv
 from ami_daemon.demo.plan import GAP_SECONDS, PLAN, DemoCall, build_captures
 from ami_daemon.errors import UserError
@@ -47,6 +48,8 @@ from ami_daemon.rules.loader import default_rules_path
 from ami_daemon.service import Daemon
 
 DEMO_DATABASE = "ami_daemon_demo"
+#: The lab PBX of the recordings is in Spain: calls are shown in its local time.
+DEMO_PBX = PbxConfig(name="demo", region="ES", timezone="Europe/Madrid")
 AMI_SECRET = "demo-secret"
 
 
@@ -77,17 +80,12 @@ async def demo_database(dsn: str | None) -> AsyncIterator[str]:
             await conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
     finally:
         await conn.close()
-    target = dsn if dsn is not None else _with_database(admin, DEMO_DATABASE)
+    target = dsn if dsn is not None else with_database(admin, DEMO_DATABASE)
     try:
         yield target
     finally:
         if server is not None:
             server.cleanup()
-
-
-def _with_database(dsn: str, name: str) -> str:
-    main, sep, query = dsn.partition("?")
-    return f"{main.rsplit('/', 1)[0]}/{name}{sep}{query}"
 
 
 async def prepare_crm(dsn: str, region: str) -> None:
@@ -108,7 +106,7 @@ async def prepare_crm(dsn: str, region: str) -> None:
 def demo_config(dsn: str, ami_port: int, workdir: Path) -> Config:
     """The lab PBX of the recordings (chan_sip trunk ``trunk``, phones 201–203, Spain)."""
     return Config(
-        pbx=PbxConfig(name="demo", region="ES", timezone="Europe/Madrid"),
+        pbx=DEMO_PBX,
         ami=AmiConfig(
             port=ami_port, username="ami-daemon", secret=AMI_SECRET, reconnect_max_delay=1.0
         ),
@@ -127,7 +125,7 @@ async def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="ami-daemon-demo-"))
     try:
         async with demo_database(dsn) as target:
-            await prepare_crm(target, "ES")
+            await prepare_crm(target, DEMO_PBX.region)
             return await _replay_day(target, plan, workdir, timeout)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -200,7 +198,7 @@ def print_table(rows: Sequence[DemoRow], out: TextIO = sys.stdout) -> None:
     lines = []
     for n, row in enumerate(rows, start=1):
         s = row.processed.summary
-        when = s.started_at.astimezone(_madrid()).strftime("%H:%M") if s.started_at else "--:--"
+        when = s.started_at.astimezone(DEMO_PBX.zone).strftime("%H:%M") if s.started_at else "--:--"
         lines.append(
             (
                 str(n),
@@ -230,12 +228,6 @@ def print_table(rows: Sequence[DemoRow], out: TextIO = sys.stdout) -> None:
         "(a real dialplan\nwould have routed a known client to CRM_ROUTE_TO first).",
         file=out,
     )
-
-
-def _madrid() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo("Europe/Madrid")
 
 
 __all__ = ["DemoRow", "demo_database", "prepare_crm", "print_table", "run_demo"]
