@@ -88,6 +88,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.rules = RulesSource(rules_path or config.rules.path, config.pbx.region)
         self.tracker = Tracker(config.pbx)
+        # read when Prometheus scrapes: nothing to update per AMI event
+        self.metrics.calls_in_progress.set_function(self.tracker.open_calls)
         self._on_written = on_written
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -272,7 +274,6 @@ class Daemon:
                     self.state.seen(received_at)
                 for summary in self.tracker.feed(message, received_at):
                     self._call_ended(summary)
-                self.metrics.calls_in_progress.set(self.tracker.open_calls())
             elif isinstance(item, ChannelSnapshot):
                 self._reconcile(item)
             elif isinstance(item, LinkUp):
