@@ -113,15 +113,12 @@ async def test_constraints_one_call_per_pbx_and_call_id_and_no_duplicate_phone(
 
 @pytest.mark.asyncio
 async def test_lookup_indexes_exist(conn: asyncpg.Connection) -> None:
-    plan = await conn.fetchval(
-        "EXPLAIN (FORMAT TEXT) SELECT * FROM crm.phones WHERE e164 = '+34600111222'"
-    )
+    """The indexes the lookups need (test_lookup checks the planner uses the phone index)."""
     indexes = {
         r["indexname"]
         for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'crm'")
     }
-    assert "phones_e164_idx" in indexes
-    assert plan  # the planner may seq-scan an empty table; the index must exist
+    assert {"phones_e164_idx", "calls_external_idx", "activities_entity_idx"} <= indexes
 
 
 def test_status_reports_pending_then_up_to_date(dsn: str) -> None:
